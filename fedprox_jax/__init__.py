@@ -1,0 +1,1 @@
+"""fedprox_jax: FedProx and FedAvg under systems and statistical heterogeneity, in JAX."""

@@ -1,0 +1,65 @@
+"""Rejects impossible configurations before any compute, naming the field and the fix."""
+import ml_collections
+
+from fedprox_jax.models import MODELS
+
+
+class ConfigError(ValueError):
+  """An invalid configuration field; the message names it."""
+
+
+def _require(ok: bool, field: str, problem: str) -> None:
+  if not ok:
+    raise ConfigError(f'config.{field} {problem}')
+
+
+def _one_of(config: ml_collections.ConfigDict, field: str, choices) -> None:
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  _require(value in choices, field,
+           f'= {value!r} is not one of {", ".join(repr(c) for c in choices)}')
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for the first invalid field."""
+  _require(isinstance(c.seed, int) and c.seed >= 0, 'seed', f'= {c.seed!r} must be an int >= 0')
+  _require(c.num_rounds >= 1, 'num_rounds', f'= {c.num_rounds} must be >= 1')
+  _require(c.eval_every >= 1, 'eval_every', f'= {c.eval_every} must be >= 1')
+  _one_of(c, 'data.name', ('mnist',))
+  _one_of(c, 'data.pool', ('train', 'all'))
+  _one_of(c, 'data.normalization', ('global', 'per_pixel'))
+  _require(c.data.num_clients >= 10 and c.data.num_clients % 10 == 0, 'data.num_clients',
+           f'= {c.data.num_clients} must be a positive multiple of the 10 MNIST classes')
+  _require(1 <= c.data.labels_per_client <= 10, 'data.labels_per_client',
+           f'= {c.data.labels_per_client} must be in 1..10')
+  _require(c.data.examples_per_label >= 1, 'data.examples_per_label',
+           f'= {c.data.examples_per_label} must be >= 1 (every client needs data)')
+  _require(c.data.lognormal_sigma >= 0, 'data.lognormal_sigma', 'must be >= 0')
+  _require(0 < c.data.train_fraction < 1, 'data.train_fraction',
+           f'= {c.data.train_fraction} must be in (0, 1)')
+  # Every client must keep at least one local training example.
+  smallest = c.data.examples_per_label * c.data.labels_per_client
+  _require(int(c.data.train_fraction * smallest) >= 1, 'data.train_fraction',
+           f'= {c.data.train_fraction} leaves clients of {smallest} examples no training data')
+  _require(c.clients_per_round >= 1, 'clients_per_round',
+           f'= {c.clients_per_round} must be >= 1')
+  _require(c.clients_per_round <= c.data.num_clients, 'clients_per_round',
+           f'= {c.clients_per_round} exceeds data.num_clients = {c.data.num_clients}')
+  _one_of(c, 'model.name', tuple(MODELS))
+  _require(c.client.learning_rate > 0, 'client.learning_rate',
+           f'= {c.client.learning_rate} must be > 0')
+  _require(c.client.batch_size >= 1, 'client.batch_size', f'= {c.client.batch_size} must be >= 1')
+  _require(c.client.local_epochs >= 1, 'client.local_epochs',
+           f'= {c.client.local_epochs} must be >= 1')
+  _require(c.client.weight_decay >= 0, 'client.weight_decay',
+           f'= {c.client.weight_decay} must be >= 0')
+  _one_of(c, 'algorithm.name', ('fedprox', 'fedavg'))
+  _require(c.algorithm.mu >= 0, 'algorithm.mu', f'= {c.algorithm.mu} must be >= 0')
+  _one_of(c, 'algorithm.weighting', ('examples', 'batches'))
+  _require(0 <= c.stragglers.fraction <= 1, 'stragglers.fraction',
+           f'= {c.stragglers.fraction} must be in [0, 1]')
+  _one_of(c, 'stragglers.mode', ('random', 'fixed'))
+  _require(c.eval.chunk_size >= 1, 'eval.chunk_size', f'= {c.eval.chunk_size} must be >= 1')
+  _require(c.compute.num_lanes >= 0, 'compute.num_lanes',
+           f'= {c.compute.num_lanes} must be >= 0 (0 chooses)')

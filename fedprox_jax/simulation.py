@@ -1,0 +1,118 @@
+"""R federated runs that share data, model and round count, advanced together one round at a time.
+
+A single run is R = 1; a sweep puts its runs side by side. Everything a run may vary (seed, mu,
+straggler model, FedAvg's dropping) is data, so all runs share one compiled round program.
+"""
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fedprox_jax import client
+from fedprox_jax import cohort as cohort_lib
+from fedprox_jax import evaluation
+from fedprox_jax import models
+from fedprox_jax.datasets import FederatedData
+
+
+class RunSpec(NamedTuple):
+  """What may differ between the runs of one simulation."""
+  seed: int
+  mu: float
+  straggler_fraction: float
+  fixed_straggler_count: bool
+  drop_stragglers: bool
+
+  @classmethod
+  def from_config(cls, c: ml_collections.ConfigDict) -> 'RunSpec':
+    return cls(seed=c.seed, mu=c.algorithm.mu, straggler_fraction=c.stragglers.fraction,
+               fixed_straggler_count=c.stragglers.mode == 'fixed',
+               drop_stragglers=c.algorithm.drop_stragglers)
+
+
+def choose_num_lanes(requested: int, num_jobs: int, devices) -> int:
+  """Lanes per round, a multiple of the device count. On CPU a vmapped lane costs about as much as
+  running its steps in sequence, so one lane per device; accelerators take many lanes at once."""
+  num_devices = len(devices)
+  if requested:
+    lanes = requested
+  elif devices[0].platform == 'cpu':
+    lanes = num_devices
+  else:
+    lanes = min(num_jobs, 256 * num_devices)
+  return -(-lanes // num_devices) * num_devices
+
+
+@dataclasses.dataclass
+class Simulation:
+  """Device state and compiled programs for R runs of one configuration."""
+  config: ml_collections.ConfigDict
+  data: FederatedData
+  runs: list[RunSpec]
+
+  def __post_init__(self):
+    c, data = self.config, self.data
+    devices = jax.devices()
+    self.num_lanes = choose_num_lanes(c.compute.num_lanes, len(self.runs) * c.clients_per_round,
+                                      devices)
+    mesh = jax.sharding.Mesh(np.array(devices), ('lanes',))
+    lane_sharding = (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('lanes'))
+                     if len(devices) > 1 else None)
+    self.apply_fn, _ = models.create_model(c.model.name, data.num_classes, data.train_x.shape[1],
+                                           jax.random.PRNGKey(0))
+    tx = client.make_optimizer(c.client.learning_rate, c.client.weight_decay)
+    self.client_data = cohort_lib.ClientData(
+        jnp.asarray(data.train_x), jnp.asarray(data.train_y),
+        jnp.asarray(data.train_offsets), jnp.asarray(data.train_sizes))
+    self.eval_sets = {'train': (data.train_x, data.train_y),
+                      'local_test': (data.local_test_x, data.local_test_y),
+                      'test': (data.test_x, data.test_y)}
+    self.eval_sets = {name: evaluation.make_eval_set(x, y, c.eval.chunk_size)
+                      for name, (x, y) in self.eval_sets.items() if len(x)}
+    as_array = lambda field, dtype: jnp.asarray([getattr(r, field) for r in self.runs], dtype)
+    self.mu = as_array('mu', jnp.float32)
+    self._run_args = (as_array('straggler_fraction', jnp.float32),
+                      as_array('fixed_straggler_count', bool), as_array('drop_stragglers', bool))
+    keys = [jax.random.split(jax.random.PRNGKey(r.seed)) for r in self.runs]
+    self._round_keys = jnp.stack([k[1] for k in keys])
+    init = [models.create_model(c.model.name, data.num_classes, data.train_x.shape[1], k[0])[1]
+            for k in keys]
+    self.initial_params = jax.tree.map(lambda *p: jnp.stack(p), *init)
+
+    train_cohort = cohort_lib.make_train_cohort(
+        self.apply_fn, tx, batch_size=c.client.batch_size, num_lanes=self.num_lanes,
+        lane_sharding=lane_sharding)
+    sample = jax.vmap(lambda key, fraction, fixed, drop: cohort_lib.sample_cohort(
+        key, sizes=self.client_data.sizes, clients_per_round=c.clients_per_round,
+        local_epochs=c.client.local_epochs, batch_size=c.client.batch_size, fraction=fraction,
+        fixed_count=fixed, drop_stragglers=drop,
+        weight_by_batches=c.algorithm.weighting == 'batches'))
+
+    def round_fn(params, round_index, mu, round_keys, run_args, client_data):
+      keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(round_keys, round_index)
+      cohort = sample(keys, *run_args)
+      new_params, stats = train_cohort(params, cohort, mu, client_data)
+      finite = jnp.stack([jnp.all(jnp.isfinite(p), axis=tuple(range(1, p.ndim)))
+                          for p in jax.tree.leaves(new_params)]).all(0)
+      stats.update(finite=finite, stragglers=cohort.stragglers.sum(1),
+                   active_clients=(cohort.weights > 0).sum(1))
+      return new_params, stats
+
+    self._round = jax.jit(round_fn)
+    self._evaluate = jax.jit(evaluation.make_evaluate(self.apply_fn))
+
+  def run_round(self, params, round_index: int, mu=None):
+    """One round of every run: (new params [R], stats with [R] entries). `mu` overrides [R]."""
+    return self._round(params, jnp.int32(round_index), self.mu if mu is None else mu,
+                       self._round_keys, self._run_args, self.client_data)
+
+  def evaluate(self, params) -> dict[str, np.ndarray]:
+    """Loss and accuracy of every run's global model on each dataset, as [R] arrays."""
+    out = {}
+    for name, eval_set in self.eval_sets.items():
+      loss, accuracy = self._evaluate(params, eval_set)
+      out[f'{name}/loss'], out[f'{name}/accuracy'] = loss, accuracy
+    return {k: np.asarray(v) for k, v in out.items()}

@@ -1,0 +1,99 @@
+"""train_and_evaluate: one federated run from a config; the round loop shared with sweeps."""
+import logging
+import time
+from typing import Sequence
+
+import ml_collections
+import numpy as np
+
+from fedprox_jax import config_checks
+from fedprox_jax import datasets
+from fedprox_jax.simulation import RunSpec, Simulation
+from fedprox_jax.writers import RunWriter
+
+
+class NonFiniteError(RuntimeError):
+  """Training diverged; the message names the round."""
+
+
+def evaluation_rounds(num_rounds: int, eval_every: int) -> set[int]:
+  return {0, num_rounds} | set(range(eval_every, num_rounds + 1, eval_every))
+
+
+def _format_eta(seconds: float) -> str:
+  return time.strftime('%H:%M:%S', time.gmtime(max(seconds, 0)))
+
+
+def run_rounds(sim: Simulation, writers: Sequence[RunWriter], labels: Sequence[str]) -> None:
+  """Advances every run of `sim` for config.num_rounds rounds, writing a record per evaluation."""
+  c = sim.config
+  evaluate_at = evaluation_rounds(c.num_rounds, c.eval_every)
+  params = sim.initial_params
+  totals = dict(executed_steps=0, real_steps=0)
+  start = time.perf_counter()
+  round_times = []
+  for r in range(c.num_rounds + 1):
+    tick = time.perf_counter()
+    stats = {}
+    if r > 0:
+      params, stats = sim.run_round(params, r)
+      stats = {k: np.asarray(v) for k, v in stats.items()}  # Waits for the round to finish.
+      bad = np.flatnonzero(~stats['finite'])
+      if bad.size:
+        raise NonFiniteError(f'round {r}: the global model of run {labels[bad[0]]} became '
+                             'non-finite (NaN/inf); lower client.learning_rate')
+      for k in totals:
+        totals[k] += int(stats[k])
+      round_times.append(time.perf_counter() - tick)
+    if r not in evaluate_at:
+      continue
+    metrics = sim.evaluate(params)
+    elapsed = time.perf_counter() - start
+    for i, writer in enumerate(writers):
+      record = {'round': r, **{k: float(v[i]) for k, v in metrics.items()}}
+      if r > 0:
+        record.update({'round/stragglers': int(stats['stragglers'][i]),
+                       'round/active_clients': int(stats['active_clients'][i]),
+                       'time/round_s': round_times[-1]})
+      record['time/elapsed_s'] = elapsed
+      writer.write(record)
+    seconds = float(np.median(round_times[-10:])) if round_times else 0.0
+    shown = ' '.join(f'{k} {float(np.mean(v)):.4f}' for k, v in metrics.items()
+                     if k in ('train/loss', 'test/accuracy', 'local_test/accuracy'))
+    logging.info('round %d/%d  %s  %.4f s/round  ETA %s', r, c.num_rounds, shown, seconds,
+                 _format_eta(seconds * (c.num_rounds - r)))
+  sim.totals = dict(totals, wall_s=time.perf_counter() - start,
+                    median_round_s=float(np.median(round_times)) if round_times else 0.0)
+
+
+def summarize(records: list[dict], totals: dict, data_stats: dict, num_lanes: int) -> dict:
+  last = records[-1]
+  summary = {'final/' + k: v for k, v in last.items()}
+  tail = [r for r in records if r['round'] > last['round'] - 10 and r['round'] > 0]
+  for key in ('test/accuracy', 'local_test/accuracy', 'train/loss'):
+    if tail and key in tail[0]:
+      summary[f'last10/{key}'] = float(np.mean([r[key] for r in tail]))
+  summary.update(totals)
+  summary['real_work_share'] = totals['real_steps'] / max(totals['executed_steps'], 1)
+  summary['num_lanes'] = num_lanes
+  summary['data'] = data_stats
+  return summary
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str | None = None) -> list[dict]:
+  """Runs one federated experiment; returns its metrics records (also in workdir/metrics.jsonl)."""
+  config_checks.validate(config)
+  data = datasets.load_federated(config.data)
+  stats = data.statistics()
+  logging.info('Partition: %s', ', '.join(f'{k} {v:.1f}' if isinstance(v, float) else f'{k} {v}'
+                                          for k, v in stats.items()))
+  sim = Simulation(config, data, [RunSpec.from_config(config)])
+  writer = RunWriter(workdir, config)
+  run_rounds(sim, [writer], [config.algorithm.name])
+  summary = summarize(writer.records, sim.totals, stats, sim.num_lanes)
+  writer.close(summary)
+  logging.info('Done in %.1f s: %s', sim.totals['wall_s'],
+               ', '.join(f'{k} {v:.4f}' for k, v in summary.items()
+                         if k.startswith(('final/test', 'final/local_test', 'last10/'))))
+  return writer.records

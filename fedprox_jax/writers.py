@@ -1,0 +1,36 @@
+"""A run's files: config.json, metrics.jsonl (one record per evaluated round), summary.json."""
+import json
+import math
+import pathlib
+
+import ml_collections
+
+
+def _jsonable(value):
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  return value
+
+
+class RunWriter:
+  """Writes one run's records as they come; `workdir=None` keeps them in memory only."""
+
+  def __init__(self, workdir: str | None, config: ml_collections.ConfigDict):
+    self.records: list[dict] = []
+    self.dir = pathlib.Path(workdir) if workdir else None
+    if self.dir:
+      self.dir.mkdir(parents=True, exist_ok=True)
+      (self.dir / 'config.json').write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+      self._metrics = open(self.dir / 'metrics.jsonl', 'w')
+
+  def write(self, record: dict) -> None:
+    self.records.append(record)
+    if self.dir:
+      self._metrics.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + '\n')
+      self._metrics.flush()
+
+  def close(self, summary: dict) -> None:
+    if self.dir:
+      self._metrics.close()
+      text = json.dumps({k: _jsonable(v) for k, v in summary.items()}, indent=2)
+      (self.dir / 'summary.json').write_text(text + '\n')

@@ -1,0 +1,23 @@
+"""fedprox_jax: a JAX/Flax simulator of FedProx and FedAvg under heterogeneity."""
+import setuptools
+
+setuptools.setup(
+    name='fedprox_jax',
+    version='0.1.0',
+    description='FedProx and FedAvg on federated MNIST, vectorized over the cohort in JAX.',
+    packages=['fedprox_jax', 'configs'],
+    python_requires='>=3.10',
+    install_requires=[
+        'jax>=0.6',
+        'flax>=0.10',
+        'optax>=0.2.4',
+        'numpy>=1.26',
+        'absl-py',
+        'ml-collections>=1.0',
+        'matplotlib',
+        'tensorflow-datasets>=4.9.6',
+        'importlib_resources',  # tensorflow-datasets imports it without declaring it.
+        'tensorflow-cpu>=2.16',  # Only to prepare MNIST with TFDS, once; the cache skips it.
+    ],
+    extras_require={'test': ['pytest', 'pytest-xdist']},
+)

@@ -1,0 +1,80 @@
+"""The real command line on shrunken configs, with MNIST read offline from ../shared/mnist."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, SHARED_MNIST
+
+SMALL = ['--config.num_rounds=2', '--config.data.num_clients=100', '--config.clients_per_round=5',
+         '--config.client.local_epochs=2']
+
+
+def _run(env, *args):
+  return subprocess.run([sys.executable, '-m', 'fedprox_jax.run', *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def _data_flags(root, manual_dir=None):
+  flags = [f'--config.data.tfds_data_dir={root / "tfds"}', f'--config.data.cache_dir={root / "cache"}']
+  if manual_dir:
+    flags.append(f'--config.data.manual_dir={manual_dir}')
+  return flags
+
+
+def test_cli_writes_config_metrics_and_summary(mnist_env, tmp_path):
+  env, root = mnist_env
+  workdir = tmp_path / 'run'
+  result = _run(env, '--config=configs/mnist_fedprox.py', f'--workdir={workdir}', *SMALL,
+                *_data_flags(root))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Partition: clients 100' in result.stderr
+  assert 'ETA' in result.stderr
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['num_rounds'] == 2 and config['algorithm']['mu'] == 1.0
+  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['round'] for r in records] == [0, 1, 2]
+  assert 0.0 < records[-1]['test/accuracy'] <= 1.0
+  assert records[-1]['train/loss'] != records[0]['train/loss']  # The model was trained.
+  summary = json.loads((workdir / 'summary.json').read_text())
+  assert summary['final/round'] == 2 and summary['data']['clients'] == 100
+
+  # A second run reads the cached partition and never imports TensorFlow.
+  code = ('import sys; from fedprox_jax import train; from configs import mnist_fedprox\n'
+          'c = mnist_fedprox.get_config(); c.num_rounds = 1; c.data.num_clients = 100\n'
+          f'c.clients_per_round = 5; c.data.cache_dir = {str(root / "cache")!r}\n'
+          'c.data.manual_dir = "/nonexistent"\n'
+          'train.train_and_evaluate(c)\n'
+          'assert "tensorflow" not in sys.modules, "TensorFlow was imported"\n')
+  second = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+  assert second.returncode == 0, second.stderr[-3000:]
+
+
+def test_cli_invalid_config_fails_before_compute(mnist_env, tmp_path):
+  env, root = mnist_env
+  result = _run(env, '--config=configs/mnist_fedprox.py', '--config.algorithm.mu=-1',
+                *_data_flags(root))
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == 'error: config.algorithm.mu = -1.0 must be >= 0'
+
+
+@pytest.mark.parametrize('damage, message', [('missing', 'is missing'), ('corrupt', 'is corrupt')])
+def test_cli_bad_mnist_files_say_what_to_do(mnist_env, tmp_path, damage, message):
+  env, _ = mnist_env
+  manual = tmp_path / 'manual'
+  shutil.copytree(SHARED_MNIST, manual)
+  victim = manual / 't10k-labels-idx1-ubyte.gz'
+  victim.chmod(0o644)
+  if damage == 'missing':
+    victim.unlink()
+  else:
+    victim.write_bytes(victim.read_bytes()[:-10] + b'0123456789')
+  result = _run(env, '--config=configs/mnist_fedprox.py', *SMALL,
+                *_data_flags(tmp_path, manual_dir=manual))
+  assert result.returncode != 0
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: MNIST file') and message in last, last
+  assert 'Traceback' not in result.stderr

@@ -1,0 +1,93 @@
+"""Whole rounds through Simulation and train.run_rounds on the tiny federation."""
+import jax
+import numpy as np
+import pytest
+
+from fedprox_jax import config_checks
+from fedprox_jax import train
+from fedprox_jax.simulation import RunSpec, Simulation
+from fedprox_jax.writers import RunWriter
+from tests.conftest import tiny_config, tiny_data
+
+
+def _final_params(config, data=None):
+  sim = Simulation(config, data or tiny_data(), [RunSpec.from_config(config)])
+  writer = RunWriter(None, config)
+  params = sim.initial_params
+  for r in range(1, config.num_rounds + 1):
+    params, _ = sim.run_round(params, r)
+  return params, sim
+
+
+def test_mu_zero_without_stragglers_fedprox_is_fedavg():
+  fedprox = tiny_config(**{'algorithm.mu': 0.0, 'stragglers.fraction': 0.0})
+  fedavg = tiny_config(**{'algorithm.mu': 0.0, 'stragglers.fraction': 0.0,
+                          'algorithm.drop_stragglers': True, 'algorithm.name': 'fedavg'})
+  a, _ = _final_params(fedprox)
+  b, _ = _final_params(fedavg)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_mu_and_dropping_change_the_result_when_they_should():
+  base, _ = _final_params(tiny_config(**{'stragglers.fraction': 0.5}))
+  for change in ({'algorithm.mu': 0.0}, {'algorithm.drop_stragglers': True}):
+    other, _ = _final_params(tiny_config(**{'stragglers.fraction': 0.5, **change}))
+    assert not np.allclose(base['Dense_0']['kernel'], other['Dense_0']['kernel']), change
+
+
+def test_same_config_same_results_other_seed_other_results():
+  a, _ = _final_params(tiny_config())
+  b, _ = _final_params(tiny_config())
+  c, _ = _final_params(tiny_config(seed=1))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert not np.allclose(a['Dense_0']['kernel'], c['Dense_0']['kernel'])
+
+
+def test_no_recompiles_across_rounds_of_different_cohorts():
+  config = tiny_config(num_rounds=6, **{'stragglers.fraction': 0.5})
+  _, sim = _final_params(config)
+  assert sim._round._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_run_rounds_records_and_summary():
+  config = tiny_config(num_rounds=4, eval_every=3)
+  sim = Simulation(config, tiny_data(), [RunSpec.from_config(config)])
+  writer = RunWriter(None, config)
+  train.run_rounds(sim, [writer], ['fedprox'])
+  assert [r['round'] for r in writer.records] == [0, 3, 4]
+  for key in ('train/loss', 'train/accuracy', 'local_test/accuracy', 'test/accuracy',
+              'test/loss'):
+    assert key in writer.records[-1]
+  assert writer.records[-1]['train/loss'] < writer.records[0]['train/loss']
+  summary = train.summarize(writer.records, sim.totals, {}, sim.num_lanes)
+  assert 0 < summary['real_work_share'] <= 1
+
+
+def test_divergence_names_the_round():
+  config = tiny_config(**{'client.learning_rate': 1e12, 'algorithm.mu': 0.0})
+  sim = Simulation(config, tiny_data(), [RunSpec.from_config(config)])
+  with pytest.raises(train.NonFiniteError, match=r'round \d+: .*non-finite'):
+    train.run_rounds(sim, [RunWriter(None, config)], ['fedprox'])
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('clients_per_round', 2000, 'clients_per_round = 2000 exceeds data.num_clients'),
+    ('algorithm.mu', -1.0, 'algorithm.mu = -1.0 must be >= 0'),
+    ('stragglers.fraction', 1.5, 'stragglers.fraction = 1.5 must be in'),
+    ('model.name', 'resnet', "model.name = 'resnet' is not one of"),
+    ('data.name', 'cifar', "data.name = 'cifar' is not one of"),
+    ('client.local_epochs', 0, 'client.local_epochs = 0 must be >= 1'),
+    ('client.learning_rate', 0.0, 'client.learning_rate = 0.0 must be > 0'),
+    ('client.batch_size', 0, 'client.batch_size = 0 must be >= 1'),
+    ('stragglers.mode', 'sometimes', "stragglers.mode = 'sometimes' is not one of"),
+    ('num_rounds', 0, 'num_rounds = 0 must be >= 1'),
+])
+def test_invalid_configs_name_the_field(field, value, message):
+  with pytest.raises(config_checks.ConfigError, match=message):
+    config_checks.validate(tiny_config(**{field: value}))
+
+
+def test_default_configs_are_valid():
+  from configs import mnist_fedavg, mnist_fedprox  # pylint: disable=g-import-not-at-top
+  config_checks.validate(mnist_fedprox.get_config())
+  config_checks.validate(mnist_fedavg.get_config())
