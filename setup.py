@@ -15,6 +15,7 @@ setuptools.setup(
         'absl-py',
         'ml-collections>=1.0',
         'matplotlib',
+        'tensorboardX',  # TensorBoard event files without importing TensorFlow.
         'tensorflow-datasets>=4.9.6',
         'importlib_resources',  # tensorflow-datasets imports it without declaring it.
         'tensorflow-cpu>=2.16',  # Only to prepare MNIST with TFDS, once; the cache skips it.

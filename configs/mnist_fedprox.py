@@ -51,8 +51,10 @@ def get_config() -> ml_collections.ConfigDict:
   #                               exactly round(K * fraction) per round (the paper's code).
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.chunk_size = 10000  # Examples per evaluation chunk (bounds evaluation memory).
+  c.eval.chunk_size = 0  # Examples per evaluation chunk (bounds memory); 0 chooses by model.
 
   c.compute = ml_collections.ConfigDict()
   c.compute.num_lanes = 0  # Parallel client lanes; 0 chooses from the devices.
+  c.compute.cpu_devices = 1  # CPU-only machines: devices to split the CPU into; 0 = one per core.
+  c.compute.distributed = False  # Multi-host: call jax.distributed.initialize() first.
   return c

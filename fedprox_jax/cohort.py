@@ -98,7 +98,7 @@ def _select(pred, on_true, on_false):
 
 
 def make_train_cohort(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, batch_size: int,
-                      num_lanes: int, lane_sharding=None):
+                      num_lanes: int, max_epochs: int, lane_sharding=None):
   """Builds train_cohort(global_params [R], cohort, mu [R], data) -> (new global [R], stats).
 
   `lane_sharding`, if given, places every per-lane array (lanes lead) over the devices.
@@ -121,6 +121,10 @@ def make_train_cohort(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, ba
     weight = pad(cohort.weights, 0.0)
     keys = pad(cohort.keys, 0)
     job_mu = mu[run]
+    # Shuffle tables of every (job, epoch), made once per round rather than at every step.
+    epoch_keys = jax.vmap(lambda key: jax.vmap(lambda e: shuffle.epoch_key(key, e))(
+        jnp.arange(max_epochs)))(keys)
+    offsets, salts = jax.vmap(jax.vmap(shuffle.round_tables, in_axes=(0, None)))(epoch_keys, n)
 
     lane_jobs, lane_start, load = pack_lanes(steps[:num_jobs], num_lanes)
     lane_jobs, lane_start = constrain(lane_jobs), constrain(lane_start)
@@ -128,7 +132,7 @@ def make_train_cohort(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, ba
     anchor0 = _take(global_params, 0)
     opt_init = tx.init(anchor0)
 
-    def lane_step(t, jobs_l, start_l, params, opt_state):
+    def lane_step(t, jobs_l, start_l, params, opt_state, acc):
       slot = jnp.maximum(jnp.searchsorted(start_l, t, side='right') - 1, 0)
       job = jobs_l[slot]
       s = t - start_l[slot]
@@ -140,31 +144,24 @@ def make_train_cohort(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, ba
       epoch, batch = s // steps_per_epoch[job], s % steps_per_epoch[job]
       pos = batch * b + jnp.arange(b)
       mask = pos < n[job]
-      local = shuffle.permute(shuffle.epoch_key(keys[job], epoch), n[job],
-                              jnp.minimum(pos, n[job] - 1))
+      local = shuffle.permute_with_tables(offsets[job, epoch], salts[job, epoch], n[job],
+                                          jnp.minimum(pos, n[job] - 1))
       rows = offset[job] + local
       new_params, new_opt, _ = client.sgd_step(apply_fn, tx, params, opt_state, anchor,
                                                data.x[rows], data.y[rows],
                                                mask.astype(jnp.float32), job_mu[job])
       params = _select(active, new_params, params)
       opt_state = _select(active, new_opt, opt_state)
-      finished = active & (s == steps[job] - 1)
-      return params, opt_state, job, finished
+      # A lane whose job just ended adds weight * params to its own sum for the job's run.
+      w = jnp.where(active & (s == steps[job] - 1), weight[job], 0.0)
+      acc = jax.tree.map(lambda a, p: a.at[run[job]].add(w * p), acc, params)
+      return params, opt_state, acc
 
     def body(carry):
       t, params, opt_state, acc = carry
-      params, opt_state, job, finished = jax.vmap(
-          lane_step, in_axes=(None, 0, 0, 0, 0))(t, lane_jobs, lane_start, params, opt_state)
+      params, opt_state, acc = jax.vmap(lane_step, in_axes=(None, 0, 0, 0, 0, 0))(
+          t, lane_jobs, lane_start, params, opt_state, acc)
       params, opt_state = constrain(params), constrain(opt_state)
-
-      def accumulate(acc):  # Add weight * params of each lane whose job just ended.
-        w = jnp.where(finished, weight[job], 0.0)
-        lanes = jnp.arange(num_lanes)
-        return jax.tree.map(
-            lambda a, p: a.at[lanes, run[job]].add(w.reshape(-1, *[1] * (p.ndim - 1)) * p),
-            acc, params)
-
-      acc = jax.lax.cond(jnp.any(finished), accumulate, lambda a: a, acc)
       return t + 1, params, opt_state, constrain(acc)
 
     lanes_of = lambda tree: constrain(jax.tree.map(

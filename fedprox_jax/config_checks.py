@@ -60,6 +60,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _require(0 <= c.stragglers.fraction <= 1, 'stragglers.fraction',
            f'= {c.stragglers.fraction} must be in [0, 1]')
   _one_of(c, 'stragglers.mode', ('random', 'fixed'))
-  _require(c.eval.chunk_size >= 1, 'eval.chunk_size', f'= {c.eval.chunk_size} must be >= 1')
+  _require(c.eval.chunk_size >= 0, 'eval.chunk_size',
+           f'= {c.eval.chunk_size} must be >= 0 (0 chooses)')
+  _require(c.compute.cpu_devices >= 0, 'compute.cpu_devices',
+           f'= {c.compute.cpu_devices} must be >= 0 (0: one per core)')
   _require(c.compute.num_lanes >= 0, 'compute.num_lanes',
            f'= {c.compute.num_lanes} must be >= 0 (0 chooses)')

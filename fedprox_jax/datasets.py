@@ -25,8 +25,11 @@ _CACHE_VERSION = 1
 
 @dataclasses.dataclass(frozen=True)
 class FederatedData:
-  """Features are float32 [n, d]; client c's local training data are rows
-  train_offsets[c] : train_offsets[c] + train_sizes[c] of train_x."""
+  """Raw features [n, d] (uint8 pixels for MNIST) and how to normalise them: (x - mean) / scale.
+
+  Client c's local training data are rows train_offsets[c] : train_offsets[c] + train_sizes[c] of
+  train_x. Normalisation happens once, on the device, so the host never holds float copies.
+  """
   train_x: np.ndarray
   train_y: np.ndarray
   train_sizes: np.ndarray
@@ -35,12 +38,17 @@ class FederatedData:
   local_test_sizes: np.ndarray
   test_x: np.ndarray  # The central test set; empty when the pool already holds it.
   test_y: np.ndarray
-  input_shape: tuple[int, ...]
   num_classes: int
+  feature_mean: np.ndarray | float = 0.0  # Scalar or [d].
+  feature_scale: np.ndarray | float = 1.0
 
   @property
   def num_clients(self) -> int:
     return len(self.train_sizes)
+
+  @property
+  def input_dim(self) -> int:
+    return self.train_x.shape[1]
 
   @property
   def train_offsets(self) -> np.ndarray:
@@ -93,25 +101,31 @@ def _load_or_build(c: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
   return arrays
 
 
-def _normalizer(c: ml_collections.ConfigDict, pool_x: np.ndarray):
-  if c.normalization == 'global':
-    return lambda x: (x.reshape(len(x), -1).astype(np.float32) / 255.0 - MNIST_MEAN) / MNIST_STD
-  # 'per_pixel', as the paper's code: z-score every pixel over the pool.
-  flat = pool_x.reshape(len(pool_x), -1).astype(np.float32)
-  mean, std = flat.mean(0), flat.std(0) + 0.001
-  return lambda x: (x.reshape(len(x), -1).astype(np.float32) - mean) / std
+def _pixel_moments(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+  """Per-pixel mean and std over the pool, in chunks (no float copy of the whole pool)."""
+  total = np.zeros(x.shape[1])
+  squares = np.zeros(x.shape[1])
+  for start in range(0, len(x), chunk):
+    part = x[start:start + chunk].astype(np.float64)
+    total += part.sum(0)
+    squares += np.square(part).sum(0)
+  mean = total / len(x)
+  return mean, np.sqrt(np.maximum(squares / len(x) - np.square(mean), 0.0))
 
 
 def load_federated(c: ml_collections.ConfigDict) -> FederatedData:
-  """The federated MNIST dataset described by config.data, normalised, as float32 features."""
+  """The federated MNIST dataset described by config.data (pixels flattened to 784)."""
   arrays = _load_or_build(c)
-  pool = np.concatenate([arrays['train_x'], arrays['local_test_x']])
-  normalize = _normalizer(c, pool)
+  flat = lambda name: arrays[name].reshape(len(arrays[name]), -1)
+  if c.normalization == 'global':  # (x/255 - 0.1307) / 0.3081, in pixel units.
+    mean, scale = MNIST_MEAN * 255.0, MNIST_STD * 255.0
+  else:  # 'per_pixel', as the paper's code: z-score every pixel over the pool (+0.001 on std).
+    mean, std = _pixel_moments(np.concatenate([flat('train_x'), flat('local_test_x')]))
+    mean, scale = mean.astype(np.float32), (std + 0.001).astype(np.float32)
   return FederatedData(
-      train_x=normalize(arrays['train_x']), train_y=arrays['train_y'].astype(np.int32),
-      train_sizes=arrays['train_sizes'],
-      local_test_x=normalize(arrays['local_test_x']),
+      train_x=flat('train_x'), train_y=arrays['train_y'].astype(np.int32),
+      train_sizes=arrays['train_sizes'], local_test_x=flat('local_test_x'),
       local_test_y=arrays['local_test_y'].astype(np.int32),
-      local_test_sizes=arrays['local_test_sizes'],
-      test_x=normalize(arrays['test_x']), test_y=arrays['test_y'].astype(np.int32),
-      input_shape=(28, 28, 1), num_classes=10)
+      local_test_sizes=arrays['local_test_sizes'], test_x=flat('test_x'),
+      test_y=arrays['test_y'].astype(np.int32), num_classes=10, feature_mean=mean,
+      feature_scale=scale)

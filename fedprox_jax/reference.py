@@ -27,10 +27,11 @@ def swap_or_not(key: np.ndarray, n: int) -> np.ndarray:
   """NumPy rendering of shuffle.permute over all of range(n): the whole epoch order."""
   x = np.arange(n, dtype=np.uint32)
   key = key.astype(np.uint32).reshape(-1, 1)  # Arrays, so uint32 products wrap silently.
+  offsets = _mix32(key) % np.uint32(n)
+  salts = _mix32(key ^ np.uint32(0x9E3779B9))
   for r in range(len(key)):
-    partner = (_mix32(key[r]) % np.uint32(n) + np.uint32(n) - x) % np.uint32(n)
-    salt = _mix32(key[r] ^ np.uint32(0x9E3779B9))
-    swap = (_mix32(np.maximum(x, partner) ^ salt) >> np.uint32(31)) == 1
+    partner = (offsets[r] + np.uint32(n) - x) % np.uint32(n)
+    swap = (_mix32(np.maximum(x, partner) ^ salts[r]) >> np.uint32(31)) == 1
     x = np.where(swap, partner, x)
   return x.astype(np.int64)
 

@@ -27,13 +27,24 @@ def epoch_key(client_key: jax.Array, epoch: jax.Array) -> jax.Array:
   return jax.random.bits(jax.random.fold_in(client_key, epoch), (SWAP_OR_NOT_ROUNDS,), jnp.uint32)
 
 
-def permute(key: jax.Array, n: jax.Array, positions: jax.Array) -> jax.Array:
-  """Elements at `positions` (each in [0, n)) of the keyed permutation of range(n)."""
+def round_tables(key: jax.Array, n: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Every round's pairing offset and hash salt for a permutation of range(n): uint32 [rounds]."""
+  n = jnp.maximum(n, 1).astype(jnp.uint32)
+  return _mix32(key) % n, _mix32(key ^ jnp.uint32(0x9E3779B9))
+
+
+def permute_with_tables(offsets: jax.Array, salts: jax.Array, n: jax.Array,
+                        positions: jax.Array) -> jax.Array:
+  """permute() with its round tables already computed (they depend only on key and n)."""
   n = jnp.maximum(n, 1).astype(jnp.uint32)
   x = positions.astype(jnp.uint32)
-  for r in range(SWAP_OR_NOT_ROUNDS):  # Unrolled: a loop here would cost more than the arithmetic.
-    partner = (_mix32(key[r]) % n + n - x) % n
-    salt = _mix32(key[r] ^ jnp.uint32(0x9E3779B9))
-    swap = (_mix32(jnp.maximum(x, partner) ^ salt) >> 31) == 1
+  for r in range(SWAP_OR_NOT_ROUNDS):  # Unrolled: XLA fuses the chain into one loop.
+    partner = (offsets[r] + n - x) % n
+    swap = (_mix32(jnp.maximum(x, partner) ^ salts[r]) >> 31) == 1
     x = jnp.where(swap, partner, x)
   return x.astype(jnp.int32)
+
+
+def permute(key: jax.Array, n: jax.Array, positions: jax.Array) -> jax.Array:
+  """Elements at `positions` (each in [0, n)) of the keyed permutation of range(n)."""
+  return permute_with_tables(*round_tables(key, n), n, positions)

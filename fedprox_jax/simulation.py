@@ -3,7 +3,6 @@
 A single run is R = 1; a sweep puts its runs side by side. Everything a run may vary (seed, mu,
 straggler model, FedAvg's dropping) is data, so all runs share one compiled round program.
 """
-import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -46,44 +45,57 @@ def choose_num_lanes(requested: int, num_jobs: int, devices) -> int:
   return -(-lanes // num_devices) * num_devices
 
 
-@dataclasses.dataclass
 class Simulation:
-  """Device state and compiled programs for R runs of one configuration."""
-  config: ml_collections.ConfigDict
-  data: FederatedData
-  runs: list[RunSpec]
+  """Device state and compiled programs for R runs of one configuration.
 
-  def __post_init__(self):
-    c, data = self.config, self.data
+  It keeps no reference to the host copy of `data`, which the caller may drop once built.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, data: FederatedData,
+               runs: list[RunSpec]):
+    self.config, self.runs = config, runs
+    c = config
     devices = jax.devices()
     self.num_lanes = choose_num_lanes(c.compute.num_lanes, len(self.runs) * c.clients_per_round,
                                       devices)
     mesh = jax.sharding.Mesh(np.array(devices), ('lanes',))
     lane_sharding = (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('lanes'))
                      if len(devices) > 1 else None)
-    self.apply_fn, _ = models.create_model(c.model.name, data.num_classes, data.train_x.shape[1],
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    self._eval_device = devices[0]
+    self.apply_fn, _ = models.create_model(c.model.name, data.num_classes, data.input_dim,
                                            jax.random.PRNGKey(0))
     tx = client.make_optimizer(c.client.learning_rate, c.client.weight_decay)
+    # Features are normalised once, on the device. Every device holds the clients' data; rounds
+    # then move no data at all. Evaluation runs on the first device and reuses its copy.
+    normalize = jax.jit(lambda x: (x.astype(jnp.float32) - data.feature_mean) / data.feature_scale,
+                        out_shardings=replicated)
     self.client_data = cohort_lib.ClientData(
-        jnp.asarray(data.train_x), jnp.asarray(data.train_y),
-        jnp.asarray(data.train_offsets), jnp.asarray(data.train_sizes))
-    self.eval_sets = {'train': (data.train_x, data.train_y),
-                      'local_test': (data.local_test_x, data.local_test_y),
-                      'test': (data.test_x, data.test_y)}
-    self.eval_sets = {name: evaluation.make_eval_set(x, y, c.eval.chunk_size)
-                      for name, (x, y) in self.eval_sets.items() if len(x)}
+        normalize(data.train_x), *jax.device_put(
+            (data.train_y, data.train_offsets, data.train_sizes), replicated))
+    on_eval_device = lambda a: jax.device_put(a, self._eval_device)
+    self.eval_sets = {'train': (self.client_data.x.addressable_data(0),
+                                self.client_data.y.addressable_data(0))}
+    for name in ('local_test', 'test'):
+      x, y = getattr(data, f'{name}_x'), getattr(data, f'{name}_y')
+      if len(x):
+        self.eval_sets[name] = (on_eval_device(normalize(x).addressable_data(0)), on_eval_device(y))
+    chunk = c.eval.chunk_size or evaluation.AUTO_CHUNK[c.model.name]
     as_array = lambda field, dtype: jnp.asarray([getattr(r, field) for r in self.runs], dtype)
-    self.mu = as_array('mu', jnp.float32)
-    self._run_args = (as_array('straggler_fraction', jnp.float32),
-                      as_array('fixed_straggler_count', bool), as_array('drop_stragglers', bool))
     keys = [jax.random.split(jax.random.PRNGKey(r.seed)) for r in self.runs]
-    self._round_keys = jnp.stack([k[1] for k in keys])
-    init = [models.create_model(c.model.name, data.num_classes, data.train_x.shape[1], k[0])[1]
+    init = [models.create_model(c.model.name, data.num_classes, data.input_dim, k[0])[1]
             for k in keys]
-    self.initial_params = jax.tree.map(lambda *p: jnp.stack(p), *init)
+    # Everything a round reads sits on every device with one sharding, so round r's outputs
+    # feed round r + 1 without a transfer or a recompile.
+    self.initial_params, self.mu, self._round_keys, self._run_args = jax.device_put((
+        jax.tree.map(lambda *p: jnp.stack(p), *init), as_array('mu', jnp.float32),
+        jnp.stack([k[1] for k in keys]),
+        (as_array('straggler_fraction', jnp.float32), as_array('fixed_straggler_count', bool),
+         as_array('drop_stragglers', bool))), replicated)
 
     train_cohort = cohort_lib.make_train_cohort(
         self.apply_fn, tx, batch_size=c.client.batch_size, num_lanes=self.num_lanes,
+        max_epochs=c.client.local_epochs,
         lane_sharding=lane_sharding)
     sample = jax.vmap(lambda key, fraction, fixed, drop: cohort_lib.sample_cohort(
         key, sizes=self.client_data.sizes, clients_per_round=c.clients_per_round,
@@ -102,7 +114,7 @@ class Simulation:
       return new_params, stats
 
     self._round = jax.jit(round_fn)
-    self._evaluate = jax.jit(evaluation.make_evaluate(self.apply_fn))
+    self._evaluate = evaluation.make_evaluate(self.apply_fn, chunk)
 
   def run_round(self, params, round_index: int, mu=None):
     """One round of every run: (new params [R], stats with [R] entries). `mu` overrides [R]."""
@@ -111,8 +123,5 @@ class Simulation:
 
   def evaluate(self, params) -> dict[str, np.ndarray]:
     """Loss and accuracy of every run's global model on each dataset, as [R] arrays."""
-    out = {}
-    for name, eval_set in self.eval_sets.items():
-      loss, accuracy = self._evaluate(params, eval_set)
-      out[f'{name}/loss'], out[f'{name}/accuracy'] = loss, accuracy
+    out = self._evaluate(jax.device_put(params, self._eval_device), self.eval_sets)
     return {k: np.asarray(v) for k, v in out.items()}

@@ -8,6 +8,7 @@ import numpy as np
 
 from fedprox_jax import config_checks
 from fedprox_jax import datasets
+from fedprox_jax import devices
 from fedprox_jax.simulation import RunSpec, Simulation
 from fedprox_jax.writers import RunWriter
 
@@ -73,9 +74,9 @@ def summarize(records: list[dict], totals: dict, data_stats: dict, num_lanes: in
   for key in ('test/accuracy', 'local_test/accuracy', 'train/loss'):
     if tail and key in tail[0]:
       summary[f'last10/{key}'] = float(np.mean([r[key] for r in tail]))
-  summary.update(totals)
-  summary['real_work_share'] = totals['real_steps'] / max(totals['executed_steps'], 1)
-  summary['num_lanes'] = num_lanes
+  # The program's work: in a sweep, that of all the runs it held together.
+  summary['program'] = dict(totals, num_lanes=num_lanes, real_work_share=totals['real_steps'] /
+                            max(totals['executed_steps'], 1))
   summary['data'] = data_stats
   return summary
 
@@ -84,11 +85,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | None = None) -> list[dict]:
   """Runs one federated experiment; returns its metrics records (also in workdir/metrics.jsonl)."""
   config_checks.validate(config)
+  devices.configure(config)
   data = datasets.load_federated(config.data)
   stats = data.statistics()
   logging.info('Partition: %s', ', '.join(f'{k} {v:.1f}' if isinstance(v, float) else f'{k} {v}'
                                           for k, v in stats.items()))
   sim = Simulation(config, data, [RunSpec.from_config(config)])
+  del data  # The device holds what the rounds need.
   writer = RunWriter(workdir, config)
   run_rounds(sim, [writer], [config.algorithm.name])
   summary = summarize(writer.records, sim.totals, stats, sim.num_lanes)

@@ -46,7 +46,7 @@ def test_packed_round_equals_python_loop_over_clients(num_lanes):
   assert (data.train_sizes[np.asarray(cohort.clients)] % BATCH != 0).any()
   mu = jnp.array([0.5, 0.0])
   train = jax.jit(cohort_lib.make_train_cohort(apply_fn, tx, batch_size=BATCH,
-                                               num_lanes=num_lanes))
+                                               num_lanes=num_lanes, max_epochs=3))
   got, stats = train(params, cohort, mu, device_data)
   ref = reference.make_reference_train_cohort(apply_fn, tx, batch_size=BATCH)
   want = ref(params, cohort, mu, data.train_x, data.train_y, data.train_offsets,
@@ -63,7 +63,8 @@ def test_nobody_aggregated_keeps_the_model():
   data, apply_fn, tx, params, device_data = _setup()
   cohort = _hand_made_cohort(data)._replace(weights=jnp.zeros((2, 4)),
                                             epochs=jnp.zeros((2, 4), jnp.int32))
-  train = jax.jit(cohort_lib.make_train_cohort(apply_fn, tx, batch_size=BATCH, num_lanes=2))
+  train = jax.jit(cohort_lib.make_train_cohort(apply_fn, tx, batch_size=BATCH, num_lanes=2,
+                                               max_epochs=3))
   got, _ = train(params, cohort, jnp.ones(2), device_data)
   jax.tree.map(np.testing.assert_array_equal, got, params)
 

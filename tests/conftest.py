@@ -29,7 +29,7 @@ def tiny_data(num_clients: int = 12, dim: int = 16, num_classes: int = 4,
   test_x, test_y = examples(int(test_sizes.sum()))
   central_x, central_y = examples(50)
   return FederatedData(train_x, train_y, train_sizes, test_x, test_y, test_sizes, central_x,
-                       central_y, input_shape=(dim,), num_classes=num_classes)
+                       central_y, num_classes=num_classes)
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:

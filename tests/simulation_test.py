@@ -60,7 +60,7 @@ def test_run_rounds_records_and_summary():
     assert key in writer.records[-1]
   assert writer.records[-1]['train/loss'] < writer.records[0]['train/loss']
   summary = train.summarize(writer.records, sim.totals, {}, sim.num_lanes)
-  assert 0 < summary['real_work_share'] <= 1
+  assert 0 < summary['program']['real_work_share'] <= 1
 
 
 def test_divergence_names_the_round():

@@ -1,0 +1,23 @@
+"""Which devices a simulation uses; called before JAX runs anything."""
+import os
+
+from absl import logging
+import jax
+import ml_collections
+
+
+def configure(c: ml_collections.ConfigDict) -> None:
+  """Joins a multi-host job if asked, and splits the CPU into `compute.cpu_devices` devices.
+
+  Lanes are sharded over all devices; on a CPU-only machine, several CPU devices run their lanes
+  on separate cores. This must happen before JAX's first computation; later it is only reported.
+  """
+  if c.compute.distributed:
+    jax.distributed.initialize()  # Coordinator and process ids from the cluster's environment.
+  wanted = c.compute.cpu_devices or os.cpu_count() or 1
+  try:
+    jax.config.update('jax_num_cpu_devices', wanted)
+  except RuntimeError:  # JAX already started (a notebook, a test): keep its devices.
+    if jax.devices()[0].platform == 'cpu' and jax.device_count() != wanted:
+      logging.warning('JAX already runs with %d CPU devices; compute.cpu_devices=%d ignored',
+                      jax.device_count(), wanted)
