@@ -3,6 +3,7 @@
 A single run is R = 1; a sweep puts its runs side by side. Everything a run may vary (seed, mu,
 straggler model, FedAvg's dropping) is data, so all runs share one compiled round program.
 """
+import ctypes
 from typing import NamedTuple
 
 import jax
@@ -32,6 +33,14 @@ class RunSpec(NamedTuple):
                drop_stragglers=c.algorithm.drop_stragglers)
 
 
+def _return_freed_memory() -> None:
+  """Hands memory that the compiler freed back to the OS (glibc keeps it otherwise)."""
+  try:
+    ctypes.CDLL('libc.so.6').malloc_trim(0)
+  except (OSError, AttributeError):  # Not glibc: nothing to do.
+    pass
+
+
 def choose_num_lanes(requested: int, num_jobs: int, devices) -> int:
   """Lanes per round, a multiple of the device count. On CPU a vmapped lane costs about as much as
   running its steps in sequence, so one lane per device; accelerators take many lanes at once."""
@@ -56,37 +65,23 @@ class Simulation:
     self.config, self.runs = config, runs
     c = config
     devices = jax.devices()
-    self.num_lanes = choose_num_lanes(c.compute.num_lanes, len(self.runs) * c.clients_per_round,
+    self.num_lanes = choose_num_lanes(c.compute.num_lanes, len(runs) * c.clients_per_round,
                                       devices)
     mesh = jax.sharding.Mesh(np.array(devices), ('lanes',))
     lane_sharding = (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('lanes'))
                      if len(devices) > 1 else None)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    self._eval_device = devices[0]
+    self._eval_device = jax.sharding.SingleDeviceSharding(devices[0])
     self.apply_fn, _ = models.create_model(c.model.name, data.num_classes, data.input_dim,
                                            jax.random.PRNGKey(0))
     tx = client.make_optimizer(c.client.learning_rate, c.client.weight_decay)
-    # Features are normalised once, on the device. Every device holds the clients' data; rounds
-    # then move no data at all. Evaluation runs on the first device and reuses its copy.
-    normalize = jax.jit(lambda x: (x.astype(jnp.float32) - data.feature_mean) / data.feature_scale,
-                        out_shardings=replicated)
-    self.client_data = cohort_lib.ClientData(
-        normalize(data.train_x), *jax.device_put(
-            (data.train_y, data.train_offsets, data.train_sizes), replicated))
-    on_eval_device = lambda a: jax.device_put(a, self._eval_device)
-    self.eval_sets = {'train': (self.client_data.x.addressable_data(0),
-                                self.client_data.y.addressable_data(0))}
-    for name in ('local_test', 'test'):
-      x, y = getattr(data, f'{name}_x'), getattr(data, f'{name}_y')
-      if len(x):
-        self.eval_sets[name] = (on_eval_device(normalize(x).addressable_data(0)), on_eval_device(y))
-    chunk = c.eval.chunk_size or evaluation.AUTO_CHUNK[c.model.name]
-    as_array = lambda field, dtype: jnp.asarray([getattr(r, field) for r in self.runs], dtype)
-    keys = [jax.random.split(jax.random.PRNGKey(r.seed)) for r in self.runs]
+
+    as_array = lambda field, dtype: jnp.asarray([getattr(r, field) for r in runs], dtype)
+    keys = [jax.random.split(jax.random.PRNGKey(r.seed)) for r in runs]
     init = [models.create_model(c.model.name, data.num_classes, data.input_dim, k[0])[1]
             for k in keys]
     # Everything a round reads sits on every device with one sharding, so round r's outputs
-    # feed round r + 1 without a transfer or a recompile.
+    # feed round r + 1 without a transfer.
     self.initial_params, self.mu, self._round_keys, self._run_args = jax.device_put((
         jax.tree.map(lambda *p: jnp.stack(p), *init), as_array('mu', jnp.float32),
         jnp.stack([k[1] for k in keys]),
@@ -95,17 +90,22 @@ class Simulation:
 
     train_cohort = cohort_lib.make_train_cohort(
         self.apply_fn, tx, batch_size=c.client.batch_size, num_lanes=self.num_lanes,
-        max_epochs=c.client.local_epochs,
-        lane_sharding=lane_sharding)
-    sample = jax.vmap(lambda key, fraction, fixed, drop: cohort_lib.sample_cohort(
-        key, sizes=self.client_data.sizes, clients_per_round=c.clients_per_round,
+        max_epochs=c.client.local_epochs, lane_sharding=lane_sharding)
+    sample = jax.vmap(lambda key, sizes, fraction, fixed, drop: cohort_lib.sample_cohort(
+        key, sizes=sizes, clients_per_round=c.clients_per_round,
         local_epochs=c.client.local_epochs, batch_size=c.client.batch_size, fraction=fraction,
         fixed_count=fixed, drop_stragglers=drop,
-        weight_by_batches=c.algorithm.weighting == 'batches'))
+        weight_by_batches=c.algorithm.weighting == 'batches'), in_axes=(0, None, 0, 0, 0))
+
+    def sample_round(round_index, round_keys, run_args, sizes):
+      keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(round_keys, round_index)
+      return sample(keys, sizes, *run_args)
+
+    self.traces = 0  # How often the round program was traced: once, whatever the cohorts.
 
     def round_fn(params, round_index, mu, round_keys, run_args, client_data):
-      keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(round_keys, round_index)
-      cohort = sample(keys, *run_args)
+      self.traces += 1
+      cohort = sample_round(round_index, round_keys, run_args, client_data.sizes)
       new_params, stats = train_cohort(params, cohort, mu, client_data)
       finite = jnp.stack([jnp.all(jnp.isfinite(p), axis=tuple(range(1, p.ndim)))
                           for p in jax.tree.leaves(new_params)]).all(0)
@@ -113,13 +113,55 @@ class Simulation:
                    active_clients=(cohort.weights > 0).sum(1))
       return new_params, stats
 
-    self._round = jax.jit(round_fn)
-    self._evaluate = evaluation.make_evaluate(self.apply_fn, chunk)
+    # Both programs are compiled from shapes alone, before the data reach the device: the
+    # compiler's working memory is freed by the time the data take theirs, which keeps the
+    # process's peak memory down.
+    shape = lambda a, sharding: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype,
+                                                     sharding=sharding)
+    n, d = data.train_x.shape
+    client_shapes = cohort_lib.ClientData(
+        jax.ShapeDtypeStruct((n, d), jnp.float32, sharding=replicated),
+        shape(data.train_y, replicated), shape(data.train_offsets, replicated),
+        shape(data.train_sizes, replicated))
+    eval_shapes = {'train': (jax.ShapeDtypeStruct((n, d), jnp.float32, sharding=self._eval_device),
+                             shape(data.train_y, self._eval_device))}
+    for name in ('local_test', 'test'):
+      x, y = getattr(data, f'{name}_x'), getattr(data, f'{name}_y')
+      if len(x):
+        eval_shapes[name] = (jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=self._eval_device),
+                             shape(y, self._eval_device))
+    self._round = jax.jit(round_fn).lower(
+        self.initial_params, jnp.int32(0), self.mu, self._round_keys, self._run_args,
+        client_shapes).compile()
+    chunk = c.eval.chunk_size or evaluation.AUTO_CHUNK[c.model.name]
+    self._evaluate = evaluation.make_evaluate(self.apply_fn, chunk).lower(
+        jax.device_put(self.initial_params, self._eval_device), eval_shapes).compile()
+    self._sample = jax.jit(sample_round)
+    _return_freed_memory()
+
+    # Features are normalised once, on the device. Every device holds the clients' data; rounds
+    # then move no data at all. Evaluation runs on the first device and reuses its copy.
+    normalize = jax.jit(lambda x: (x.astype(jnp.float32) - data.feature_mean) / data.feature_scale,
+                        out_shardings=replicated)
+    self.client_data = cohort_lib.ClientData(
+        normalize(data.train_x), *jax.device_put(
+            (data.train_y, data.train_offsets, data.train_sizes), replicated))
+    self.eval_sets = {'train': (self.client_data.x.addressable_data(0),
+                                self.client_data.y.addressable_data(0))}
+    for name in eval_shapes.keys() - {'train'}:
+      x, y = getattr(data, f'{name}_x'), getattr(data, f'{name}_y')
+      self.eval_sets[name] = (jax.device_put(normalize(x).addressable_data(0), self._eval_device),
+                              jax.device_put(y, self._eval_device))
 
   def run_round(self, params, round_index: int, mu=None):
     """One round of every run: (new params [R], stats with [R] entries). `mu` overrides [R]."""
     return self._round(params, jnp.int32(round_index), self.mu if mu is None else mu,
                        self._round_keys, self._run_args, self.client_data)
+
+  def sample(self, round_index: int) -> cohort_lib.Cohort:
+    """The cohorts that round `round_index` trains, one per run (what run_round draws)."""
+    return self._sample(jnp.int32(round_index), self._round_keys, self._run_args,
+                        self.client_data.sizes)
 
   def evaluate(self, params) -> dict[str, np.ndarray]:
     """Loss and accuracy of every run's global model on each dataset, as [R] arrays."""

@@ -46,7 +46,7 @@ def test_same_config_same_results_other_seed_other_results():
 def test_no_recompiles_across_rounds_of_different_cohorts():
   config = tiny_config(num_rounds=6, **{'stragglers.fraction': 0.5})
   _, sim = _final_params(config)
-  assert sim._round._cache_size() == 1  # pylint: disable=protected-access
+  assert sim.traces == 1
 
 
 def test_run_rounds_records_and_summary():

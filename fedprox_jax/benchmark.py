@@ -1,0 +1,176 @@
+"""Speed and memory of the default run and the default sweep, with a sequential reference.
+
+    python -m fedprox_jax.benchmark [--out=benchmark.json] [--rounds=100]
+
+Each measurement runs in its own process so that its peak memory is its own. Printed: data load
+(cached), compile, steady-state seconds per round (median, training + evaluation), client steps
+per second, the share of executed client steps that are real work, peak RSS and whole-process wall
+time; then, in one process on the same data and cohorts, the median training time per round of
+the packed program and of a plain Python loop over clients and batches around one jitted SGD step.
+"""
+import importlib.util
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+_OUT = flags.DEFINE_string('out', 'benchmark.json', 'Where the JSON results go.')
+_ROUNDS = flags.DEFINE_integer('rounds', 100, 'Rounds of the full runs.')
+_REFERENCE_ROUNDS = flags.DEFINE_integer('reference_rounds', 5, 'Rounds timed side by side.')
+_SWEEP = flags.DEFINE_string('sweep', 'configs/sweeps/mnist_figure.py', 'Sweep config file.')
+_CHILD = flags.DEFINE_string('child', None, 'Internal: the measurement this process makes.')
+
+
+def _configs():
+  from configs import mnist_fedprox  # pylint: disable=g-import-not-at-top
+  base = mnist_fedprox.get_config()
+  base.num_rounds = _ROUNDS.value
+  spec = importlib.util.spec_from_file_location('sweep_config', _SWEEP.value)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return base, module.get_config()
+
+
+def _full_run(kind: str) -> dict:
+  """The default run or sweep, as its CLI runs it, with timings of its parts."""
+  start = time.perf_counter()
+  from fedprox_jax import datasets, devices, sweeps, train  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.simulation import RunSpec, Simulation  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.writers import RunWriter  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  base, sweep = _configs()
+  if kind == 'sweep':
+    base.compute.cpu_devices = sweep.cpu_devices
+    runs = [RunSpec.from_config(c) for _, c in sweeps.expand(base, sweep)]
+  else:
+    runs = [RunSpec.from_config(base)]
+  devices.configure(base)
+  tick = time.perf_counter()
+  data = datasets.load_federated(base.data)
+  load_s = time.perf_counter() - tick
+  sim = Simulation(base, data, runs)
+  del data
+  params = sim.initial_params
+  tick = time.perf_counter()
+  jax.block_until_ready(sim.run_round(params, 1))  # Compiles; the timed run starts afresh.
+  jax.block_until_ready(sim.evaluate(params))
+  compile_s = time.perf_counter() - tick
+  writers = [RunWriter(None, base) for _ in runs]
+  train.run_rounds(sim, writers, [str(i) for i in range(len(runs))])
+  per_round = np.diff([r['time/elapsed_s'] for r in writers[0].records])
+  totals = sim.totals
+  return dict(
+      runs=len(runs), rounds=base.num_rounds, devices=jax.device_count(),
+      platform=jax.devices()[0].platform, lanes=sim.num_lanes, data_load_s=load_s,
+      compile_s=compile_s, round_s_median=float(np.median(per_round)),
+      train_round_s_median=totals['median_round_s'],
+      client_steps_per_s=totals['real_steps'] / sum(r['time/round_s'] for r in
+                                                    writers[0].records[1:]),
+      real_work_share=totals['real_steps'] / totals['executed_steps'],
+      final_test_accuracy=float(np.mean([w.records[-1]['test/accuracy'] for w in writers])),
+      process_s_to_here=time.perf_counter() - start,
+      tensorflow_imported='tensorflow' in sys.modules,
+      peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _side_by_side(kind: str) -> dict:
+  """Packed program vs the sequential reference on the same cohorts, training only."""
+  from fedprox_jax import client, datasets, devices, reference, sweeps  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.simulation import RunSpec, Simulation  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  base, sweep = _configs()
+  if kind == 'sweep':
+    base.compute.cpu_devices = sweep.cpu_devices
+    runs = [RunSpec.from_config(c) for _, c in sweeps.expand(base, sweep)]
+  else:
+    runs = [RunSpec.from_config(base)]
+  devices.configure(base)
+  data = datasets.load_federated(base.data)
+  sim = Simulation(base, data, runs)
+  tx = client.make_optimizer(base.client.learning_rate, base.client.weight_decay)
+  ref = reference.make_reference_train_cohort(sim.apply_fn, tx, batch_size=base.client.batch_size)
+  x = np.asarray(sim.client_data.x.addressable_data(0))
+  y, offsets, sizes = data.train_y, data.train_offsets, data.train_sizes
+  params = sim.initial_params
+  jax.block_until_ready(sim.run_round(params, 1))
+  packed, sequential, steps, diffs = [], [], [], []
+  for r in range(1, _REFERENCE_ROUNDS.value + 1):
+    tick = time.perf_counter()
+    new, stats = jax.block_until_ready(sim.run_round(params, r))
+    packed.append(time.perf_counter() - tick)
+    cohort = sim.sample(r)
+    tick = time.perf_counter()
+    want = ref(jax.device_get(params), cohort, np.asarray(sim.mu), x, y, offsets, sizes)
+    sequential.append(time.perf_counter() - tick)
+    steps.append(int(stats['real_steps']))
+    diffs.append(max(float(np.max(np.abs(np.asarray(a) - b)))
+                     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(want))))
+    params = new
+  return dict(rounds=len(packed), packed_round_s_median=float(np.median(packed)),
+              sequential_round_s_median=float(np.median(sequential)),
+              speedup=float(np.median(sequential) / np.median(packed)),
+              real_steps_per_round=float(np.mean(steps)), max_abs_difference=max(diffs))
+
+
+def _child(name: str) -> dict:
+  proc = subprocess.run([sys.executable, '-m', 'fedprox_jax.benchmark', f'--child={name}',
+                         f'--rounds={_ROUNDS.value}', f'--sweep={_SWEEP.value}',
+                         f'--reference_rounds={_REFERENCE_ROUNDS.value}'],
+                        capture_output=True, text=True, env=os.environ, check=False)
+  if proc.returncode:
+    raise RuntimeError(f'{name} failed:\n{proc.stderr[-3000:]}')
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv):
+  del argv
+  if _CHILD.value:
+    tick = time.perf_counter()
+    kind, what = _CHILD.value.split(':')
+    result = (_full_run if what == 'full' else _side_by_side)(kind)
+    result['child_s'] = time.perf_counter() - tick
+    print(json.dumps(result))
+    return
+  results = {}
+  for name in ('single:full', 'sweep:full', 'single:compare', 'sweep:compare'):
+    tick = time.perf_counter()
+    results[name] = _child(name)
+    results[name]['process_wall_s'] = time.perf_counter() - tick
+  single, sweep = results['single:full'], results['sweep:full']
+  print(f'machine: {os.cpu_count()} CPUs, {single["platform"]}')
+  print(f'{"":32s}{"default run":>14s}{"default sweep":>16s}')
+  rows = [('runs', 'runs', '{:.0f}'), ('devices x lanes', None, None),
+          ('data load, cached (s)', 'data_load_s', '{:.2f}'),
+          ('compile (s)', 'compile_s', '{:.2f}'),
+          ('median round, train+eval (s)', 'round_s_median', '{:.4f}'),
+          ('median round, train only (s)', 'train_round_s_median', '{:.4f}'),
+          ('client steps / s', 'client_steps_per_s', '{:,.0f}'),
+          ('real work share', 'real_work_share', '{:.1%}'),
+          ('peak RSS (MB)', 'peak_rss_mb', '{:.0f}'),
+          ('whole process (s)', 'process_wall_s', '{:.1f}'),
+          ('TensorFlow imported', 'tensorflow_imported', '{}'),
+          ('final test accuracy (mean)', 'final_test_accuracy', '{:.4f}')]
+  for label, key, fmt in rows:
+    if key is None:
+      cells = [f'{r["devices"]} x {r["lanes"]}' for r in (single, sweep)]
+    else:
+      cells = [fmt.format(r[key]) for r in (single, sweep)]
+    print(f'{label:32s}{cells[0]:>14s}{cells[1]:>16s}')
+  for kind in ('single', 'sweep'):
+    c = results[f'{kind}:compare']
+    print(f'{kind}: training round, median of {c["rounds"]}: packed {c["packed_round_s_median"]:.4f}'
+          f' s, sequential reference {c["sequential_round_s_median"]:.3f} s, speed-up '
+          f'{c["speedup"]:.1f}x (max |difference| {c["max_abs_difference"]:.1e})')
+  with open(_OUT.value, 'w') as f:
+    json.dump(results, f, indent=2)
+  print(f'wrote {_OUT.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)

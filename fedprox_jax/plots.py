@@ -1,0 +1,120 @@
+"""Figures from a sweep's results.csv (the baseline's grid) and from one run's metrics.jsonl."""
+import collections
+import csv
+import json
+import pathlib
+
+import matplotlib
+
+matplotlib.use('Agg')  # Files only; no display needed.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+LABELS = {'train/loss': 'training loss', 'test/accuracy': 'test accuracy',
+          'local_test/accuracy': 'local test accuracy', 'test/loss': 'test loss',
+          'local_test/loss': 'local test loss', 'train/accuracy': 'training accuracy'}
+
+
+def read_table(path: pathlib.Path) -> list[dict]:
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def curves(rows: list[dict], metric: str):
+  """{(arm, stragglers): (rounds, mean, std, runs)} of `metric` over the seeds of each setting."""
+  series = collections.defaultdict(lambda: collections.defaultdict(list))
+  for row in rows:
+    if row.get(metric, '') != '':
+      series[(row['arm'], float(row['stragglers']))][int(row['round'])].append(float(row[metric]))
+  out = {}
+  for key, by_round in series.items():
+    rounds = np.array(sorted(by_round))
+    values = [by_round[r] for r in rounds]
+    out[key] = (rounds, np.array([np.mean(v) for v in values]),
+                np.array([np.std(v) for v in values]), len(values[0]))
+  return out
+
+
+def final_table(rows: list[dict], metric: str = 'test/accuracy', last: int = 10) -> str:
+  """Markdown: per (stragglers, arm), mean +- std over seeds of the run's mean of `metric` over
+  its last `last` rounds (rounds > final - last)."""
+  by_run = collections.defaultdict(list)
+  for row in rows:
+    if row.get(metric, '') != '':
+      by_run[(row['arm'], float(row['stragglers']), row['run'])].append(
+          (int(row['round']), float(row[metric])))
+  cells = collections.defaultdict(list)
+  for (arm, fraction, _), values in by_run.items():
+    final = max(r for r, _ in values)
+    cells[(fraction, arm)].append(np.mean([v for r, v in values if r > final - last]))
+  arms = list(dict.fromkeys(r['arm'] for r in rows))
+  lines = [f'| stragglers | {" | ".join(arms)} |', '|---' * (len(arms) + 1) + '|']
+  for fraction in sorted({f for f, _ in cells}):
+    values = [cells.get((fraction, arm), []) for arm in arms]
+    lines.append(f'| {fraction:.0%} | ' + ' | '.join(
+        f'{np.mean(v):.3f} +- {np.std(v):.3f}' if v else '-' for v in values) + ' |')
+  return '\n'.join(lines)
+
+
+def plot_sweep(sweep_dir: str, metrics=('train/loss', 'test/accuracy'),
+               out_name: str = 'figure') -> list[pathlib.Path]:
+  """Columns = straggler fractions, rows = metrics, a line per arm: mean over seeds, +-1 std."""
+  sweep_dir = pathlib.Path(sweep_dir)
+  rows = read_table(sweep_dir / 'results.csv')
+  metrics = [m for m in metrics if any(r.get(m, '') != '' for r in rows)]
+  if not metrics:
+    raise ValueError(f'{sweep_dir / "results.csv"} has none of the metrics to plot')
+  fractions = sorted({float(r['stragglers']) for r in rows})
+  arms = list(dict.fromkeys(r['arm'] for r in rows))
+  fig, axes = plt.subplots(len(metrics), len(fractions), squeeze=False,
+                           figsize=(4.2 * len(fractions), 3.2 * len(metrics)), sharex=True)
+  for i, metric in enumerate(metrics):
+    data = curves(rows, metric)
+    for j, fraction in enumerate(fractions):
+      ax = axes[i, j]
+      for arm in arms:
+        if (arm, fraction) not in data:
+          continue
+        rounds, mean, std, runs = data[(arm, fraction)]
+        line, = ax.plot(rounds, mean, label=f'{arm} ({runs} seeds)' if runs > 1 else arm)
+        ax.fill_between(rounds, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+      if i == 0:
+        ax.set_title(f'{fraction:.0%} stragglers')
+      if i == len(metrics) - 1:
+        ax.set_xlabel('round')
+      if j == 0:
+        ax.set_ylabel(LABELS.get(metric, metric))
+      ax.grid(alpha=0.3)
+  axes[0, 0].legend(fontsize=8)
+  fig.suptitle('mean over seeds, band: +-1 std', fontsize=9)
+  fig.tight_layout()
+  paths = [sweep_dir / f'{out_name}.png', sweep_dir / f'{out_name}.pdf']
+  for path in paths:
+    fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return paths
+
+
+def plot_run(run_dir: str) -> pathlib.Path:
+  """Every loss and accuracy of one run's metrics.jsonl against the round, as run_dir/metrics.png."""
+  run_dir = pathlib.Path(run_dir)
+  records = [json.loads(line) for line in (run_dir / 'metrics.jsonl').read_text().splitlines()]
+  if not records:
+    raise ValueError(f'{run_dir / "metrics.jsonl"} is empty')
+  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+  rounds = [r['round'] for r in records]
+  for key in LABELS:
+    if key in records[0]:
+      ax = loss_ax if key.endswith('loss') else acc_ax
+      ax.plot(rounds, [r[key] for r in records], label=LABELS[key])
+  for ax, name in ((loss_ax, 'loss'), (acc_ax, 'accuracy')):
+    ax.set_xlabel('round')
+    ax.set_ylabel(name)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.suptitle(str(run_dir), fontsize=9)
+  fig.tight_layout()
+  path = run_dir / 'metrics.png'
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path

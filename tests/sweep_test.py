@@ -1,0 +1,117 @@
+"""Sweeps: the grid, single run == the same run inside a sweep, the CLI, TensorBoard, plots."""
+import csv
+import json
+import struct
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs.sweeps import mnist_figure
+from fedprox_jax import config_checks
+from fedprox_jax import plots
+from fedprox_jax import sweeps
+from fedprox_jax import train
+from fedprox_jax.simulation import RunSpec, Simulation
+from fedprox_jax.writers import RunWriter
+from tests.cli_test import SMALL, _data_flags
+from tests.conftest import REPO, tiny_config, tiny_data
+
+
+def test_the_figure_grid_has_45_distinct_valid_runs():
+  runs = sweeps.expand(tiny_config(), mnist_figure.get_config())
+  assert len(runs) == 45 and len({name for name, _ in runs}) == 45
+  by_name = dict(runs)
+  fedavg = by_name['fedavg-fraction0.9-seed4']
+  assert fedavg.algorithm.drop_stragglers and fedavg.algorithm.mu == 0.0 and fedavg.seed == 4
+  assert by_name['fedprox_mu2-fraction0.5-seed0'].algorithm.mu == 2.0
+  assert by_name['fedprox_mu2-fraction0.5-seed0'].stragglers.fraction == 0.5
+
+
+def test_a_sweep_cannot_vary_what_the_program_shares():
+  sweep = mnist_figure.get_config()
+  sweep.grid = ml_collections.ConfigDict({'client': {'learning_rate': [0.1, 0.01]}})
+  with pytest.raises(config_checks.ConfigError, match='client.learning_rate cannot vary'):
+    sweeps.expand(tiny_config(), sweep)
+
+
+def _records(config, runs):
+  sim = Simulation(config, tiny_data(), runs)
+  writers = [RunWriter(None, config) for _ in runs]
+  train.run_rounds(sim, writers, [str(i) for i in range(len(runs))])
+  return [w.records for w in writers]
+
+
+def test_a_run_alone_equals_the_same_run_inside_a_sweep():
+  config = tiny_config(num_rounds=4, **{'stragglers.fraction': 0.5, 'algorithm.mu': 0.3})
+  alone = _records(config, [RunSpec.from_config(config)])[0]
+  others = [RunSpec.from_config(config)._replace(seed=7, mu=0.0, drop_stragglers=True),
+            RunSpec.from_config(config)._replace(seed=3, straggler_fraction=0.9,
+                                                 fixed_straggler_count=True)]
+  inside = _records(config, [others[0], RunSpec.from_config(config), others[1]])[1]
+  assert len(alone) == len(inside) == 5
+  for a, b in zip(alone, inside):
+    for key, value in a.items():
+      if not key.startswith('time/'):
+        np.testing.assert_allclose(b[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def _read_scalar_tags(path):
+  """Tags of a TensorBoard event file (TFRecord framing of Event protos), read by hand."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  tags, data = set(), path.read_bytes()
+  while data:
+    (length,) = struct.unpack('<Q', data[:8])
+    event = event_pb2.Event.FromString(data[12:12 + length])
+    tags |= {v.tag for v in event.summary.value}
+    data = data[12 + length + 4:]
+  return tags
+
+
+def test_sweep_cli_writes_runs_table_tensorboard_and_plots(mnist_env, tmp_path):
+  env, root = mnist_env
+  sweep_file = tmp_path / 'tiny_sweep.py'
+  sweep_file.write_text(
+      'import ml_collections\n'
+      'def get_config():\n'
+      '  s = ml_collections.ConfigDict()\n'
+      '  s.repeats = 1\n'
+      '  s.arms = ml_collections.ConfigDict({"fedavg": {"algorithm": {"name": "fedavg", '
+      '"mu": 0.0, "drop_stragglers": True}}, "fedprox": {"algorithm": {"mu": 1.0}}})\n'
+      '  s.grid = ml_collections.ConfigDict({"stragglers": {"fraction": [0.0, 0.9]}})\n'
+      '  s.max_runs_per_chunk = 3\n'
+      '  s.cpu_devices = 1\n'
+      '  return s\n')
+  workdir = tmp_path / 'sweep'
+  result = subprocess.run(
+      [sys.executable, '-m', 'fedprox_jax.sweep', '--config=configs/mnist_fedprox.py',
+       f'--sweep={sweep_file}', f'--workdir={workdir}', *SMALL, *_data_flags(root)],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Sweep of 4 runs in 2 chunks of up to 3 runs' in result.stderr
+  names = sorted(p.name for p in (workdir / 'runs').iterdir())
+  assert names == ['fedavg-fraction0.0-seed0', 'fedavg-fraction0.9-seed0',
+                   'fedprox-fraction0.0-seed0', 'fedprox-fraction0.9-seed0']
+  with open(workdir / 'results.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 4 * 3  # Rounds 0, 1, 2 of each run.
+  assert {r['algorithm'] for r in rows} == {'fedavg', 'fedprox'}
+  for name in names:
+    records = [json.loads(line) for line in (workdir / 'runs' / name / 'metrics.jsonl').open()]
+    csv_rows = [r for r in rows if r['run'] == name]
+    assert [float(r['test/accuracy']) for r in csv_rows] == [r['test/accuracy'] for r in records]
+    events = list((workdir / 'runs' / name).glob('events.out.tfevents.*'))
+    assert len(events) == 1
+    assert {'train/loss', 'test/accuracy'} <= _read_scalar_tags(events[0])
+  # The same seed, no stragglers, mu = 0 vs mu = 1: the first evaluated round is shared.
+  assert rows[0]['test/accuracy'] == [r for r in rows if r['run'].startswith('fedprox-fraction0.0')][0]['test/accuracy']
+
+  paths = plots.plot_sweep(str(workdir))
+  assert all(p.stat().st_size > 10_000 for p in paths)
+  table = plots.final_table(rows)
+  assert table.splitlines()[0] == '| stragglers | fedavg | fedprox |'
+  assert len(table.splitlines()) == 4
+  run_png = plots.plot_run(str(workdir / 'runs' / names[0]))
+  assert run_png.stat().st_size > 10_000
