@@ -116,7 +116,7 @@ def _pixel_moments(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.nda
 def load_federated(c: ml_collections.ConfigDict) -> FederatedData:
   """The federated MNIST dataset described by config.data (pixels flattened to 784)."""
   arrays = _load_or_build(c)
-  flat = lambda name: arrays[name].reshape(len(arrays[name]), -1)
+  flat = lambda name: arrays[name].reshape(len(arrays[name]), int(np.prod(arrays[name].shape[1:])))
   if c.normalization == 'global':  # (x/255 - 0.1307) / 0.3081, in pixel units.
     mean, scale = MNIST_MEAN * 255.0, MNIST_STD * 255.0
   else:  # 'per_pixel', as the paper's code: z-score every pixel over the pool (+0.001 on std).

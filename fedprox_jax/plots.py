@@ -56,8 +56,8 @@ def final_table(rows: list[dict], metric: str = 'test/accuracy', last: int = 10)
   return '\n'.join(lines)
 
 
-def plot_sweep(sweep_dir: str, metrics=('train/loss', 'test/accuracy'),
-               out_name: str = 'figure') -> list[pathlib.Path]:
+def plot_sweep(sweep_dir: str, metrics=('train/loss', 'test/accuracy'), out_name: str = 'figure',
+               dpi: int = 120) -> list[pathlib.Path]:
   """Columns = straggler fractions, rows = metrics, a line per arm: mean over seeds, +-1 std."""
   sweep_dir = pathlib.Path(sweep_dir)
   rows = read_table(sweep_dir / 'results.csv')
@@ -90,7 +90,7 @@ def plot_sweep(sweep_dir: str, metrics=('train/loss', 'test/accuracy'),
   fig.tight_layout()
   paths = [sweep_dir / f'{out_name}.png', sweep_dir / f'{out_name}.pdf']
   for path in paths:
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
   plt.close(fig)
   return paths
 

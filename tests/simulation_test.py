@@ -88,6 +88,6 @@ def test_invalid_configs_name_the_field(field, value, message):
 
 
 def test_default_configs_are_valid():
-  from configs import mnist_fedavg, mnist_fedprox  # pylint: disable=g-import-not-at-top
-  config_checks.validate(mnist_fedprox.get_config())
-  config_checks.validate(mnist_fedavg.get_config())
+  from configs import mnist_fedavg, mnist_fedprox, mnist_paper  # pylint: disable=g-import-not-at-top
+  for module in (mnist_fedprox, mnist_fedavg, mnist_paper):
+    config_checks.validate(module.get_config())
