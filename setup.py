@@ -15,6 +15,7 @@ setuptools.setup(
         'absl-py',
         'ml-collections>=1.0',
         'matplotlib',
+        'orbax-checkpoint',  # Atomic, sharding-aware checkpoints of the server state.
         'tensorboardX',  # TensorBoard event files without importing TensorFlow.
         'tensorflow-datasets>=4.9.6',
         'importlib_resources',  # tensorflow-datasets imports it without declaring it.

@@ -14,6 +14,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_rounds = 100
   c.clients_per_round = 10
   c.eval_every = 1  # Evaluate before round 1, every eval_every rounds, and after the last round.
+  c.checkpoint_every = 10  # With a workdir: save the server state every this many rounds + last.
+  c.checkpoint_keep = 3  # Checkpoints kept (the latest ones).
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'mnist'

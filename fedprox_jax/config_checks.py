@@ -26,6 +26,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _require(isinstance(c.seed, int) and c.seed >= 0, 'seed', f'= {c.seed!r} must be an int >= 0')
   _require(c.num_rounds >= 1, 'num_rounds', f'= {c.num_rounds} must be >= 1')
   _require(c.eval_every >= 1, 'eval_every', f'= {c.eval_every} must be >= 1')
+  _require(c.checkpoint_every >= 1, 'checkpoint_every', f'= {c.checkpoint_every} must be >= 1')
+  _require(c.checkpoint_keep >= 1, 'checkpoint_keep', f'= {c.checkpoint_keep} must be >= 1')
   _one_of(c, 'data.name', ('mnist',))
   _one_of(c, 'data.pool', ('train', 'all'))
   _one_of(c, 'data.normalization', ('global', 'per_pixel'))

@@ -5,6 +5,7 @@ TensorFlow is imported only here, lazily, and only when the partition cache miss
 import hashlib
 import os
 import pathlib
+import socket
 
 import numpy as np
 
@@ -20,6 +21,7 @@ OFFICIAL_FILES = {
         'f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6',
 }
 MANUAL_DIR_ENV = 'FEDPROX_JAX_MNIST_DIR'
+DOWNLOAD_HOST = 'storage.googleapis.com'  # Where TFDS fetches MNIST from.
 
 
 class DataError(RuntimeError):
@@ -46,6 +48,14 @@ def resolve_manual_dir(manual_dir: str) -> str:
   return manual_dir or os.environ.get(MANUAL_DIR_ENV, '')
 
 
+def _reachable(host: str, timeout_s: float = 5.0) -> bool:
+  try:
+    socket.create_connection((host, 443), timeout=timeout_s).close()
+    return True
+  except OSError:
+    return False
+
+
 def load_mnist(tfds_data_dir: str, manual_dir: str) -> dict[str, np.ndarray]:
   """Both MNIST splits as uint8 images [n, 28, 28] and int32 labels, via TFDS."""
   manual_dir = resolve_manual_dir(manual_dir)
@@ -57,6 +67,12 @@ def load_mnist(tfds_data_dir: str, manual_dir: str) -> dict[str, np.ndarray]:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   builder = tfds.builder('mnist', data_dir=tfds_data_dir or None)
+  prepared = (pathlib.Path(builder.data_dir) / 'dataset_info.json').exists()
+  if not prepared and not manual_dir and not _reachable(DOWNLOAD_HOST):
+    # TFDS would retry for minutes before giving up.
+    raise DataError(f'MNIST is not prepared in {builder.data_dir} and {DOWNLOAD_HOST} cannot be '
+                    f'reached (offline?): set data.manual_dir or ${MANUAL_DIR_ENV} to a folder '
+                    'with the four official MNIST .gz files')
   config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
   try:
     builder.download_and_prepare(download_config=config)

@@ -154,7 +154,8 @@ class Simulation:
                               jax.device_put(y, self._eval_device))
 
   def run_round(self, params, round_index: int, mu=None):
-    """One round of every run: (new params [R], stats with [R] entries). `mu` overrides [R]."""
+    """One round of every run: (new params [R], stats with [R] entries); `mu` [R] replaces the
+    runs' proximal coefficients (it is data: no recompile)."""
     return self._round(params, jnp.int32(round_index), self.mu if mu is None else mu,
                        self._round_keys, self._run_args, self.client_data)
 

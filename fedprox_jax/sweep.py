@@ -1,32 +1,30 @@
 """Command line: python -m fedprox_jax.sweep --config=BASE.py --sweep=SWEEP.py --workdir=DIR."""
-import sys
-
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
-from fedprox_jax import config_checks
-from fedprox_jax import mnist
+from fedprox_jax import cli
 from fedprox_jax import sweeps
-from fedprox_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Base experiment config file.',
                                           lock_config=True)
 _SWEEP = config_flags.DEFINE_config_file('sweep', None, 'Sweep config file (arms, grid, '
                                          'repeats).', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where results.csv and runs/NAME/ go.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where results.csv and runs/NAME/ go; a workdir '
+                               'of the same sweep is resumed.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start over in a workdir that holds another '
+                               'sweep (its files are deleted).')
 
 
 def main(argv):
   del argv
+  base, sweep = cli.config_value(_CONFIG, 'config'), cli.config_value(_SWEEP, 'sweep')
   try:
-    sweeps.run_sweep(_CONFIG.value, _SWEEP.value, _WORKDIR.value)
-  except (config_checks.ConfigError, mnist.DataError, train.NonFiniteError) as e:
-    logging.error('%s', e)
-    sys.exit(f'error: {e}')
+    sweeps.run_sweep(base, sweep, _WORKDIR.value, _OVERWRITE.value)
+  except cli.KNOWN_FAILURES as e:
+    cli.fail(e)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'sweep'])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

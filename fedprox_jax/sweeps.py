@@ -20,6 +20,7 @@ from fedprox_jax import datasets
 from fedprox_jax import devices
 from fedprox_jax import models
 from fedprox_jax import train
+from fedprox_jax.checkpoints import Checkpoints, prepare_workdir
 from fedprox_jax.simulation import RunSpec, Simulation
 from fedprox_jax.writers import RunWriter
 
@@ -87,18 +88,23 @@ def write_table(path: pathlib.Path, rows: list[dict]) -> None:
 
 
 def run_sweep(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict,
-              workdir: str | None) -> dict[str, list[dict]]:
-  """Runs every run of the sweep; returns {run name: metrics records}."""
+              workdir: str | None, overwrite: bool = False) -> dict[str, list[dict]]:
+  """Runs every run of the sweep; returns {run name: metrics records}.
+
+  A workdir of the same sweep resumes it: finished chunks of runs are kept, an interrupted one
+  continues from its latest checkpoint.
+  """
   config_checks.validate(base)
   base = ml_collections.ConfigDict(base.to_dict())
   base.compute.cpu_devices = sweep.cpu_devices
   runs = expand(base, sweep)
-  devices.configure(base)
-  data = datasets.load_federated(base.data)
   root = pathlib.Path(workdir) if workdir else None
   if root:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / 'sweep.json').write_text(sweep.to_json_best_effort(indent=2) + '\n')
+    prepare_workdir(workdir, {'sweep.json': sweep, 'base_config.json': base}, overwrite)
+    (root / 'sweep.json').write_text(sweep.to_json(indent=2, sort_keys=True) + '\n')
+    (root / 'base_config.json').write_text(base.to_json(indent=2, sort_keys=True) + '\n')
+  devices.configure(base)
+  data = datasets.load_federated(base.data)
   shapes = jax.eval_shape(lambda key: models.create_model(
       base.model.name, data.num_classes, data.input_dim, key)[1], jax.random.PRNGKey(0))
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes))
@@ -113,7 +119,14 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict,
       logging.info('Chunk %d/%d: %d runs', i + 1, len(chunks), len(part))
     sim = Simulation(base, data, [RunSpec.from_config(c) for _, c in part])
     writers = [RunWriter(str(root / 'runs' / name) if root else None, c) for name, c in part]
-    train.run_rounds(sim, writers, [name for name, _ in part])
+    # Named by the runs it holds, so a resumption with other chunk sizes does not mix them up.
+    checkpoints = (Checkpoints(root / 'checkpoints' / f'runs{i * chunk}-{i * chunk + len(part)}',
+                               base.checkpoint_every, base.checkpoint_keep) if root else None)
+    try:
+      train.run_rounds(sim, writers, [name for name, _ in part], checkpoints)
+    finally:
+      if checkpoints:
+        checkpoints.close()
     for (name, c), writer in zip(part, writers):
       writer.close(train.summarize(writer.records, sim.totals, data.statistics(), sim.num_lanes))
       records[name] = writer.records

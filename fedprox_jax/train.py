@@ -1,5 +1,6 @@
 """train_and_evaluate: one federated run from a config; the round loop shared with sweeps."""
 import logging
+import pathlib
 import time
 from typing import Sequence
 
@@ -9,6 +10,7 @@ import numpy as np
 from fedprox_jax import config_checks
 from fedprox_jax import datasets
 from fedprox_jax import devices
+from fedprox_jax.checkpoints import Checkpoints, prepare_workdir, server_state
 from fedprox_jax.simulation import RunSpec, Simulation
 from fedprox_jax.writers import RunWriter
 
@@ -25,19 +27,28 @@ def _format_eta(seconds: float) -> str:
   return time.strftime('%H:%M:%S', time.gmtime(max(seconds, 0)))
 
 
-def run_rounds(sim: Simulation, writers: Sequence[RunWriter], labels: Sequence[str]) -> None:
-  """Advances every run of `sim` for config.num_rounds rounds, writing a record per evaluation."""
+def run_rounds(sim: Simulation, writers: Sequence[RunWriter], labels: Sequence[str],
+               checkpoints: Checkpoints | None = None) -> None:
+  """Advances every run of `sim` to round config.num_rounds, writing a record per evaluation;
+  with `checkpoints`, from the latest checkpoint if there is one, saving new ones as it goes."""
   c = sim.config
   evaluate_at = evaluation_rounds(c.num_rounds, c.eval_every)
-  params = sim.initial_params
+  params, mu, first = sim.initial_params, sim.mu, 0
+  restored = checkpoints.restore(server_state(params, mu)) if checkpoints else None
+  if restored:
+    resumed, state = restored
+    params, mu, first = state['params'], state['mu'], resumed + 1
+    logging.info('Resuming from the checkpoint of round %d', resumed)
+  for writer in writers:
+    writer.start(first - 1 if restored else None)
   totals = dict(executed_steps=0, real_steps=0)
   start = time.perf_counter()
   round_times = []
-  for r in range(c.num_rounds + 1):
+  for r in range(first, c.num_rounds + 1):
     tick = time.perf_counter()
     stats = {}
     if r > 0:
-      params, stats = sim.run_round(params, r)
+      params, stats = sim.run_round(params, r, mu)
       stats = {k: np.asarray(v) for k, v in stats.items()}  # Waits for the round to finish.
       bad = np.flatnonzero(~stats['finite'])
       if bad.size:
@@ -46,25 +57,33 @@ def run_rounds(sim: Simulation, writers: Sequence[RunWriter], labels: Sequence[s
       for k in totals:
         totals[k] += int(stats[k])
       round_times.append(time.perf_counter() - tick)
-    if r not in evaluate_at:
-      continue
-    metrics = sim.evaluate(params)
-    elapsed = time.perf_counter() - start
-    for i, writer in enumerate(writers):
-      record = {'round': r, **{k: float(v[i]) for k, v in metrics.items()}}
-      if r > 0:
-        record.update({'round/stragglers': int(stats['stragglers'][i]),
-                       'round/active_clients': int(stats['active_clients'][i]),
-                       'time/round_s': round_times[-1]})
-      record['time/elapsed_s'] = elapsed
-      writer.write(record)
-    seconds = float(np.median(round_times[-10:])) if round_times else 0.0
-    shown = ' '.join(f'{k} {float(np.mean(v)):.4f}' for k, v in metrics.items()
-                     if k in ('train/loss', 'test/accuracy', 'local_test/accuracy'))
-    logging.info('round %d/%d  %s  %.4f s/round  ETA %s', r, c.num_rounds, shown, seconds,
-                 _format_eta(seconds * (c.num_rounds - r)))
+    if r in evaluate_at:
+      _evaluate_and_write(sim, params, r, stats, round_times, writers, start)
+    if checkpoints and r > 0:
+      checkpoints.maybe_save(r, server_state(params, mu), last=r == c.num_rounds)
   sim.totals = dict(totals, wall_s=time.perf_counter() - start,
                     median_round_s=float(np.median(round_times)) if round_times else 0.0)
+
+
+def _evaluate_and_write(sim: Simulation, params, r: int, stats: dict, round_times: list[float],
+                        writers: Sequence[RunWriter], start: float) -> None:
+  """Evaluates every run's model, writes its record and logs a progress line with an ETA."""
+  metrics = sim.evaluate(params)
+  elapsed = time.perf_counter() - start
+  for i, writer in enumerate(writers):
+    record = {'round': r, **{k: float(v[i]) for k, v in metrics.items()}}
+    if stats:
+      record.update({'round/stragglers': int(stats['stragglers'][i]),
+                     'round/active_clients': int(stats['active_clients'][i]),
+                     'time/round_s': round_times[-1]})
+    record['time/elapsed_s'] = elapsed
+    writer.write(record)
+  seconds = float(np.median(round_times[-10:])) if round_times else 0.0
+  shown = ' '.join(f'{k} {float(np.mean(v)):.4f}' for k, v in metrics.items()
+                   if k in ('train/loss', 'test/accuracy', 'local_test/accuracy'))
+  num_rounds = sim.config.num_rounds
+  logging.info('round %d/%d  %s  %.4f s/round  ETA %s', r, num_rounds, shown, seconds,
+               _format_eta(seconds * (num_rounds - r)))
 
 
 def summarize(records: list[dict], totals: dict, data_stats: dict, num_lanes: int) -> dict:
@@ -81,10 +100,16 @@ def summarize(records: list[dict], totals: dict, data_stats: dict, num_lanes: in
   return summary
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str | None = None) -> list[dict]:
-  """Runs one federated experiment; returns its metrics records (also in workdir/metrics.jsonl)."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = None,
+                       overwrite: bool = False) -> list[dict]:
+  """Runs one federated experiment; returns its metrics records (also in workdir/metrics.jsonl).
+
+  A workdir that holds a checkpoint of the same config is resumed from it; one of another config
+  is refused unless `overwrite`, which starts it over.
+  """
   config_checks.validate(config)
+  if workdir:
+    prepare_workdir(workdir, {'config.json': config}, overwrite)
   devices.configure(config)
   data = datasets.load_federated(config.data)
   stats = data.statistics()
@@ -93,7 +118,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   sim = Simulation(config, data, [RunSpec.from_config(config)])
   del data  # The device holds what the rounds need.
   writer = RunWriter(workdir, config)
-  run_rounds(sim, [writer], [config.algorithm.name])
+  checkpoints = (Checkpoints(pathlib.Path(workdir) / 'checkpoints', config.checkpoint_every,
+                             config.checkpoint_keep) if workdir else None)
+  try:
+    run_rounds(sim, [writer], [config.algorithm.name], checkpoints)
+  finally:
+    if checkpoints:
+      checkpoints.close()
   summary = summarize(writer.records, sim.totals, stats, sim.num_lanes)
   writer.close(summary)
   logging.info('Done in %.1f s: %s', sim.totals['wall_s'],

@@ -23,8 +23,22 @@ class RunWriter:
     if self.dir:
       self.dir.mkdir(parents=True, exist_ok=True)
       (self.dir / 'config.json').write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-      self._metrics = open(self.dir / 'metrics.jsonl', 'w')
-      self._tensorboard = tensorboardX.SummaryWriter(str(self.dir), flush_secs=10)
+
+  def start(self, resumed_round: int | None) -> None:
+    """Opens the files: afresh, or keeping the records of rounds up to `resumed_round` (those of
+    later rounds came after the checkpoint and will be written again)."""
+    if not self.dir:
+      return
+    path = self.dir / 'metrics.jsonl'
+    if resumed_round is not None and path.exists():
+      lines = [line for line in path.read_text().splitlines() if line.strip()]
+      kept = [line for line in lines if json.loads(line)['round'] <= resumed_round]
+      self.records = [json.loads(line) for line in kept]
+      tmp = path.with_suffix('.tmp')
+      tmp.write_text(''.join(line + '\n' for line in kept))
+      tmp.replace(path)  # Atomic: a kill here leaves the old or the new file, never half.
+    self._metrics = open(path, 'a' if resumed_round is not None else 'w')
+    self._tensorboard = tensorboardX.SummaryWriter(str(self.dir), flush_secs=10)
 
   def write(self, record: dict) -> None:
     self.records.append(record)

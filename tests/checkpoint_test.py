@@ -1,0 +1,143 @@
+"""Checkpoint and resume, determinism, and every bad input answered in one line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from fedprox_jax import checkpoints
+from tests.cli_test import _data_flags
+from tests.conftest import REPO
+
+# 100 clients and short local work: a round takes milliseconds, a run a few seconds.
+FLAGS = ['--config=configs/mnist_fedprox.py', '--config.data.num_clients=100',
+         '--config.clients_per_round=5', '--config.client.local_epochs=2',
+         '--config.checkpoint_every=5', '--config.checkpoint_keep=2']
+
+
+def _run(env, *args, **kwargs):
+  return subprocess.run([sys.executable, '-m', 'fedprox_jax.run', *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def _records(workdir):
+  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return [{k: v for k, v in r.items() if not k.startswith('time/')} for r in records]
+
+
+def _final_params(workdir):
+  steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+  path = workdir / 'checkpoints' / str(steps[-1]) / 'default'
+  state = ocp.StandardCheckpointer().restore(path.absolute())
+  return steps, state['params']
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(mnist_env, tmp_path):
+  env, root = mnist_env
+  flags = [*FLAGS, '--config.num_rounds=300', *_data_flags(root)]
+  whole = tmp_path / 'whole'
+  assert _run(env, *flags, f'--workdir={whole}').returncode == 0
+
+  killed = tmp_path / 'killed'
+  proc = subprocess.Popen([sys.executable, '-m', 'fedprox_jax.run', *flags,
+                           f'--workdir={killed}'], cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    saved = [p for p in (killed / 'checkpoints').glob('*') if p.name.isdigit()] if (
+        killed / 'checkpoints').exists() else []
+    if any(int(p.name) >= 50 for p in saved):
+      proc.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.01)
+  assert proc.wait() == -signal.SIGKILL, 'the run ended before it could be killed'
+  interrupted_at = len(_records(killed))
+  assert 50 <= interrupted_at - 1 < 300
+
+  result = _run(env, *flags, f'--workdir={killed}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Resuming from the checkpoint of round' in result.stderr
+  assert _records(killed) == _records(whole)  # Every record, once, identical.
+  steps_a, params_a = _final_params(whole)
+  steps_b, params_b = _final_params(killed)
+  assert steps_a == steps_b == [295, 300]  # checkpoint_keep = 2.
+  for name in ('kernel', 'bias'):
+    np.testing.assert_array_equal(params_a['Dense_0'][name], params_b['Dense_0'][name])
+
+
+def test_workdir_of_another_config_is_refused_unless_overwritten(mnist_env, tmp_path):
+  env, root = mnist_env
+  flags = [*FLAGS, '--config.num_rounds=3', *_data_flags(root), f'--workdir={tmp_path}']
+  assert _run(env, *flags).returncode == 0
+  refused = _run(env, *flags, '--config.algorithm.mu=2')
+  assert refused.returncode != 0
+  assert refused.stderr.strip().splitlines()[-1] == (
+      f'error: --workdir {tmp_path} holds a run of another config (algorithm.mu: 1.0 -> 2.0): '
+      'use another workdir, or --overwrite to start it over')
+  assert json.loads((tmp_path / 'config.json').read_text())['algorithm']['mu'] == 1.0
+  # More rounds extend the run; --overwrite starts another one.
+  longer = _run(env, *[f for f in flags if 'num_rounds' not in f], '--config.num_rounds=5')
+  assert longer.returncode == 0 and [r['round'] for r in _records(tmp_path)] == list(range(6))
+  over = _run(env, *flags, '--config.algorithm.mu=2', '--overwrite')
+  assert over.returncode == 0 and len(_records(tmp_path)) == 4
+
+
+def test_divergence_keeps_earlier_checkpoints(mnist_env, tmp_path):
+  env, root = mnist_env
+  # Weight decay with lr * decay > 2 multiplies the weights by |1 - lr * decay| = 1.1 a step:
+  # they overflow after several rounds, once checkpoints exist.
+  flags = [*FLAGS, '--config.num_rounds=40', '--config.checkpoint_every=1',
+           '--config.client.learning_rate=2100', '--config.algorithm.mu=0', *_data_flags(root),
+           f'--workdir={tmp_path}']
+  result = _run(env, *flags)
+  assert result.returncode != 0
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: round ') and 'non-finite' in last, last
+  round_failed = int(last.split()[2].rstrip(':'))
+  records = _records(tmp_path)
+  assert [r['round'] for r in records] == list(range(round_failed))
+  assert round_failed > 2
+  steps, params = _final_params(tmp_path)
+  assert steps == [round_failed - 2, round_failed - 1]  # The last two, intact and finite.
+  assert all(np.isfinite(np.asarray(p)).all() for p in params['Dense_0'].values())
+  assert not (tmp_path / 'summary.json').exists()
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config=configs/nope.py'], "No such file or directory: 'configs/nope.py'"),
+    (['--config=configs/mnist_fedprox.py', '--config.algorithm.muu=3'],
+     'Did you mean "mu" instead of "muu"?'),
+    (['--config=configs/mnist_fedprox.py', '--config.algorithm.mu=abc'],
+     "could not convert string to float: 'abc'"),
+    (['--config=configs/mnist_fedprox.py', '--workdir=/dev/null/run'],
+     'error: --workdir /dev/null/run cannot be written'),
+])
+def test_bad_command_lines_fail_in_one_line(mnist_env, args, message):
+  env, _ = mnist_env
+  result = _run(env, *args)
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: ') and message in last, last
+
+
+def test_config_differences_ignore_paths_devices_and_rounds():
+  old = {'num_rounds': 10, 'algorithm': {'mu': 1.0}, 'data': {'cache_dir': 'a', 'seed': 0},
+         'compute': {'num_lanes': 0}}
+  new = {'num_rounds': 20, 'algorithm': {'mu': 2.0}, 'data': {'cache_dir': 'b', 'seed': 1},
+         'compute': {'num_lanes': 4}}
+  assert checkpoints.config_differences(old, new) == ['algorithm.mu: 1.0 -> 2.0',
+                                                      'data.seed: 0 -> 1']
+
+
+def test_no_data_and_no_network_fails_at_once(monkeypatch, tmp_path):
+  from fedprox_jax import mnist  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv(mnist.MANUAL_DIR_ENV, raising=False)
+  monkeypatch.setattr(mnist, '_reachable', lambda host: False)
+  with pytest.raises(mnist.DataError, match=r'cannot be reached \(offline\?\): set data.manual_dir'):
+    mnist.load_mnist(str(tmp_path / 'tfds'), manual_dir='')
