@@ -46,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.algorithm.mu = 1.0  # Proximal coefficient; 0 is plain local SGD.
   c.algorithm.drop_stragglers = False  # FedAvg's rule: stragglers' work is discarded.
   c.algorithm.weighting = 'examples'  # Aggregation weights: 'examples' or 'batches' (Flower's).
+  c.algorithm.adaptive_mu = False  # The paper's rule: mu +0.1 when the training loss rises,
+  #                                  -0.1 after 5 rounds of falling loss; mu is its start.
 
   c.stragglers = ml_collections.ConfigDict()
   c.stragglers.fraction = 0.9
@@ -54,6 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.chunk_size = 0  # Examples per evaluation chunk (bounds memory); 0 chooses by model.
+  c.eval.dissimilarity = False  # Also the paper's variance of local gradients at the global model.
 
   c.compute = ml_collections.ConfigDict()
   c.compute.num_lanes = 0  # Parallel client lanes; 0 chooses from the devices.

@@ -1,7 +1,8 @@
 """Server state on disk with orbax: save every few rounds, resume from the latest, refuse a workdir
 written by another config.
 
-The state is what the next round needs: the global models of every run and the round number.
+The state is what the next round needs: the global models and mu (with the adaptive rule's
+memory) of every run; the checkpoint's step is the round.
 Every random draw of a round derives from (seed, round), so a resumed run repeats exactly what an
 uninterrupted one would have done.
 """
@@ -104,6 +105,7 @@ class Checkpoints:
     self._manager.close()
 
 
-def server_state(params, mu) -> dict:
-  return {'params': params, 'mu': mu}
+def server_state(params, mu_state) -> dict:
+  """What the next round needs: the global models and the (adaptive) mu of every run."""
+  return {'params': params, **mu_state._asdict()}
 

@@ -28,22 +28,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _require(c.eval_every >= 1, 'eval_every', f'= {c.eval_every} must be >= 1')
   _require(c.checkpoint_every >= 1, 'checkpoint_every', f'= {c.checkpoint_every} must be >= 1')
   _require(c.checkpoint_keep >= 1, 'checkpoint_keep', f'= {c.checkpoint_keep} must be >= 1')
-  _one_of(c, 'data.name', ('mnist',))
-  _one_of(c, 'data.pool', ('train', 'all'))
-  _one_of(c, 'data.normalization', ('global', 'per_pixel'))
-  _require(c.data.num_clients >= 10 and c.data.num_clients % 10 == 0, 'data.num_clients',
-           f'= {c.data.num_clients} must be a positive multiple of the 10 MNIST classes')
-  _require(1 <= c.data.labels_per_client <= 10, 'data.labels_per_client',
-           f'= {c.data.labels_per_client} must be in 1..10')
-  _require(c.data.examples_per_label >= 1, 'data.examples_per_label',
-           f'= {c.data.examples_per_label} must be >= 1 (every client needs data)')
-  _require(c.data.lognormal_sigma >= 0, 'data.lognormal_sigma', 'must be >= 0')
-  _require(0 < c.data.train_fraction < 1, 'data.train_fraction',
-           f'= {c.data.train_fraction} must be in (0, 1)')
-  # Every client must keep at least one local training example.
-  smallest = c.data.examples_per_label * c.data.labels_per_client
-  _require(int(c.data.train_fraction * smallest) >= 1, 'data.train_fraction',
-           f'= {c.data.train_fraction} leaves clients of {smallest} examples no training data')
+  _one_of(c, 'data.name', ('mnist', 'synthetic'))
+  if c.data.name == 'mnist':
+    _validate_mnist(c)
+  else:
+    _validate_synthetic(c)
   _require(c.clients_per_round >= 1, 'clients_per_round',
            f'= {c.clients_per_round} must be >= 1')
   _require(c.clients_per_round <= c.data.num_clients, 'clients_per_round',
@@ -58,6 +47,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
            f'= {c.client.weight_decay} must be >= 0')
   _one_of(c, 'algorithm.name', ('fedprox', 'fedavg'))
   _require(c.algorithm.mu >= 0, 'algorithm.mu', f'= {c.algorithm.mu} must be >= 0')
+  _require(not c.algorithm.adaptive_mu or c.eval_every == 1, 'eval_every',
+           f'= {c.eval_every}: algorithm.adaptive_mu needs the training loss of every round (1)')
   _one_of(c, 'algorithm.weighting', ('examples', 'batches'))
   _require(0 <= c.stragglers.fraction <= 1, 'stragglers.fraction',
            f'= {c.stragglers.fraction} must be in [0, 1]')
@@ -68,3 +59,35 @@ def validate(c: ml_collections.ConfigDict) -> None:
            f'= {c.compute.cpu_devices} must be >= 0 (0: one per core)')
   _require(c.compute.num_lanes >= 0, 'compute.num_lanes',
            f'= {c.compute.num_lanes} must be >= 0 (0 chooses)')
+
+
+def _validate_mnist(c: ml_collections.ConfigDict) -> None:
+  d = c.data
+  _one_of(c, 'data.pool', ('train', 'all'))
+  _one_of(c, 'data.normalization', ('global', 'per_pixel'))
+  _require(d.num_clients >= 10 and d.num_clients % 10 == 0, 'data.num_clients',
+           f'= {d.num_clients} must be a positive multiple of the 10 MNIST classes')
+  _require(1 <= d.labels_per_client <= 10, 'data.labels_per_client',
+           f'= {d.labels_per_client} must be in 1..10')
+  _require(d.examples_per_label >= 1, 'data.examples_per_label',
+           f'= {d.examples_per_label} must be >= 1 (every client needs data)')
+  _require(d.lognormal_sigma >= 0, 'data.lognormal_sigma', 'must be >= 0')
+  _require(0 < d.train_fraction < 1, 'data.train_fraction',
+           f'= {d.train_fraction} must be in (0, 1)')
+  # Every client must keep at least one local training example.
+  smallest = d.examples_per_label * d.labels_per_client
+  _require(int(d.train_fraction * smallest) >= 1, 'data.train_fraction',
+           f'= {d.train_fraction} leaves clients of {smallest} examples no training data')
+
+
+def _validate_synthetic(c: ml_collections.ConfigDict) -> None:
+  d = c.data
+  _require(d.alpha >= 0, 'data.alpha', f'= {d.alpha} must be >= 0')
+  _require(d.beta >= 0, 'data.beta', f'= {d.beta} must be >= 0')
+  _require(d.num_clients >= 1, 'data.num_clients', f'= {d.num_clients} must be >= 1')
+  _require(d.dim >= 1, 'data.dim', f'= {d.dim} must be >= 1')
+  _require(d.num_classes >= 2, 'data.num_classes', f'= {d.num_classes} must be >= 2')
+  _require(0 < d.train_fraction < 1, 'data.train_fraction',
+           f'= {d.train_fraction} must be in (0, 1)')
+  _require(c.model.name == 'logistic_regression', 'model.name',
+           f"= {c.model.name!r}: synthetic data have no image shape; use 'logistic_regression'")

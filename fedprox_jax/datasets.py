@@ -114,7 +114,10 @@ def _pixel_moments(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.nda
 
 
 def load_federated(c: ml_collections.ConfigDict) -> FederatedData:
-  """The federated MNIST dataset described by config.data (pixels flattened to 784)."""
+  """The federated dataset of config.data: MNIST (pixels flattened to 784) or synthetic."""
+  if c.name == 'synthetic':
+    from fedprox_jax import synthetic  # pylint: disable=g-import-not-at-top
+    return synthetic.load_synthetic(c)
   arrays = _load_or_build(c)
   flat = lambda name: arrays[name].reshape(len(arrays[name]), int(np.prod(arrays[name].shape[1:])))
   if c.normalization == 'global':  # (x/255 - 0.1307) / 0.3081, in pixel units.

@@ -1,5 +1,6 @@
 """Metrics of the global models of R runs on whole datasets, in chunks that bound memory."""
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 
 from fedprox_jax.models import ApplyFn
@@ -9,11 +10,59 @@ from fedprox_jax.models import ApplyFn
 AUTO_CHUNK = {'logistic_regression': 1 << 17, 'cnn': 512}
 
 
-def make_evaluate(apply_fn: ApplyFn, chunk_size: int):
-  """evaluate(params [R], {name: (x [n, d], y [n])}) -> {name/loss, name/accuracy: [R]}.
+def make_dissimilarity(apply_fn: ApplyFn, num_clients: int, chunk_size: int):
+  """dissimilarity(params [R], x [n, d], y [n], client [n]) -> [R]: the paper's measure of
+  statistical heterogeneity, (1/N) sum_k ||grad F_k(w) - grad f(w)||^2, where grad F_k is client
+  k's full-batch gradient of its mean training loss and grad f the example-weighted mean of them.
+
+  Per-example gradients, a chunk of rows at a time, summed per client (rows are grouped by
+  client); runs one after another, so memory is one chunk of gradients plus [N, params].
+  """
+
+  def one_run(params):
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+
+    def example_loss(f, x, y):
+      logits = apply_fn(unravel(f), x[None])[0]
+      return jax.nn.logsumexp(logits) - logits[y]
+
+    def add_chunk(i, sums, x, y, client):
+      n = x.shape[0]
+      chunk = min(chunk_size, n)
+      # The last chunk is shifted back to fit; rows that an earlier chunk had are masked out.
+      start = jnp.minimum(i * chunk, n - chunk)
+      take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, chunk)
+      fresh = (start + jnp.arange(chunk)) >= i * chunk
+      grads = jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0))(flat, take(x), take(y))
+      return sums + jax.ops.segment_sum(grads * fresh[:, None], take(client), num_clients,
+                                        indices_are_sorted=True)
+
+    def measure(x, y, client):
+      n = x.shape[0]
+      chunks = -(-n // min(chunk_size, n))
+      sums = jax.lax.fori_loop(0, chunks, lambda i, s: add_chunk(i, s, x, y, client),
+                               jnp.zeros((num_clients, flat.size), flat.dtype))
+      counts = jax.ops.segment_sum(jnp.ones(n), client, num_clients, indices_are_sorted=True)
+      local = sums / jnp.maximum(counts, 1)[:, None]
+      mean = sums.sum(0) / n
+      return jnp.mean(jnp.sum(jnp.square(local - mean), -1))
+
+    return measure
+
+  def dissimilarity(params, x, y, client):
+    return jax.lax.map(lambda p: one_run(p)(x, y, client), params)
+
+  return dissimilarity
+
+
+def make_evaluate(apply_fn: ApplyFn, chunk_size: int, dissimilarity_clients: int = 0):
+  """evaluate(params [R], {name: (x [n, d], y [n])}, client_of_train_row) ->
+  {name/loss, name/accuracy: [R]}, and train/dissimilarity with `dissimilarity_clients` > 0.
 
   One compiled program for all datasets: each dataset shape would otherwise compile its own.
   """
+  dissimilarity = (make_dissimilarity(apply_fn, dissimilarity_clients, min(chunk_size, 1024))
+                   if dissimilarity_clients else None)
 
   def sums(params, x, y):
     # Runs second ([n, R, classes]): the model's matrix product for all runs then comes out
@@ -38,10 +87,12 @@ def make_evaluate(apply_fn: ApplyFn, chunk_size: int):
     return loss / n, correct / n
 
   @jax.jit
-  def evaluate(params, datasets):
+  def evaluate(params, datasets, train_client):
     out = {}
     for name, (x, y) in datasets.items():
       out[f'{name}/loss'], out[f'{name}/accuracy'] = evaluate_one(params, x, y)
+    if dissimilarity:
+      out['train/dissimilarity'] = dissimilarity(params, *datasets['train'], train_client)
     return out
 
   return evaluate

@@ -12,7 +12,8 @@ import numpy as np
 
 LABELS = {'train/loss': 'training loss', 'test/accuracy': 'test accuracy',
           'local_test/accuracy': 'local test accuracy', 'test/loss': 'test loss',
-          'local_test/loss': 'local test loss', 'train/accuracy': 'training accuracy'}
+          'local_test/loss': 'local test loss', 'train/accuracy': 'training accuracy',
+          'train/dissimilarity': 'variance of local gradients', 'mu': 'mu'}
 
 
 def read_table(path: pathlib.Path) -> list[dict]:
@@ -116,5 +117,39 @@ def plot_run(run_dir: str) -> pathlib.Path:
   fig.tight_layout()
   path = run_dir / 'metrics.png'
   fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def plot_datasets(sweep_dirs: dict[str, str], metrics, arms, path: str,
+                  log_scale: tuple[str, ...] = ()) -> pathlib.Path:
+  """Columns = datasets (one sweep each), rows = metrics, a line per arm (mean over seeds, +-1 std)."""
+  tables = {label: read_table(pathlib.Path(d) / 'results.csv') for label, d in sweep_dirs.items()}
+  fig, axes = plt.subplots(len(metrics), len(tables), squeeze=False,
+                           figsize=(3.6 * len(tables), 2.8 * len(metrics)), sharex=True)
+  for j, (label, rows) in enumerate(tables.items()):
+    for i, metric in enumerate(metrics):
+      ax = axes[i, j]
+      data = curves(rows, metric)
+      for arm in arms:
+        series = [v for (a, _), v in data.items() if a == arm]
+        if not series:
+          continue
+        rounds, mean, std, _ = series[0]
+        line, = ax.plot(rounds, mean, label=arm)
+        ax.fill_between(rounds, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+      if metric in log_scale:
+        ax.set_yscale('log')
+      if i == 0:
+        ax.set_title(label)
+      if i == len(metrics) - 1:
+        ax.set_xlabel('round')
+      if j == 0:
+        ax.set_ylabel(LABELS.get(metric, metric))
+      ax.grid(alpha=0.3)
+  axes[0, 0].legend(fontsize=8)
+  fig.tight_layout()
+  path = pathlib.Path(path)
+  fig.savefig(path, dpi=80)
   plt.close(fig)
   return path

@@ -25,12 +25,13 @@ class RunSpec(NamedTuple):
   straggler_fraction: float
   fixed_straggler_count: bool
   drop_stragglers: bool
+  adaptive_mu: bool = False
 
   @classmethod
   def from_config(cls, c: ml_collections.ConfigDict) -> 'RunSpec':
     return cls(seed=c.seed, mu=c.algorithm.mu, straggler_fraction=c.stragglers.fraction,
                fixed_straggler_count=c.stragglers.mode == 'fixed',
-               drop_stragglers=c.algorithm.drop_stragglers)
+               drop_stragglers=c.algorithm.drop_stragglers, adaptive_mu=c.algorithm.adaptive_mu)
 
 
 def _return_freed_memory() -> None:
@@ -134,8 +135,11 @@ class Simulation:
         self.initial_params, jnp.int32(0), self.mu, self._round_keys, self._run_args,
         client_shapes).compile()
     chunk = c.eval.chunk_size or evaluation.AUTO_CHUNK[c.model.name]
-    self._evaluate = evaluation.make_evaluate(self.apply_fn, chunk).lower(
-        jax.device_put(self.initial_params, self._eval_device), eval_shapes).compile()
+    num_clients = len(data.train_sizes)
+    self._evaluate = evaluation.make_evaluate(
+        self.apply_fn, chunk, num_clients if c.eval.dissimilarity else 0).lower(
+            jax.device_put(self.initial_params, self._eval_device), eval_shapes,
+            jax.ShapeDtypeStruct((n,), jnp.int32, sharding=self._eval_device)).compile()
     self._sample = jax.jit(sample_round)
     _return_freed_memory()
 
@@ -148,6 +152,9 @@ class Simulation:
             (data.train_y, data.train_offsets, data.train_sizes), replicated))
     self.eval_sets = {'train': (self.client_data.x.addressable_data(0),
                                 self.client_data.y.addressable_data(0))}
+    # Which client each training row belongs to (rows are grouped by client).
+    self._train_client = jax.device_put(
+        np.repeat(np.arange(num_clients, dtype=np.int32), data.train_sizes), self._eval_device)
     for name in eval_shapes.keys() - {'train'}:
       x, y = getattr(data, f'{name}_x'), getattr(data, f'{name}_y')
       self.eval_sets[name] = (jax.device_put(normalize(x).addressable_data(0), self._eval_device),
@@ -166,5 +173,6 @@ class Simulation:
 
   def evaluate(self, params) -> dict[str, np.ndarray]:
     """Loss and accuracy of every run's global model on each dataset, as [R] arrays."""
-    out = self._evaluate(jax.device_put(params, self._eval_device), self.eval_sets)
+    out = self._evaluate(jax.device_put(params, self._eval_device), self.eval_sets,
+                         self._train_client)
     return {k: np.asarray(v) for k, v in out.items()}

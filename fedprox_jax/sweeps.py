@@ -26,7 +26,7 @@ from fedprox_jax.writers import RunWriter
 
 # The fields a run of a sweep may change: each is data of the shared round program.
 VARIABLE_FIELDS = ('seed', 'algorithm.name', 'algorithm.mu', 'algorithm.drop_stragglers',
-                   'stragglers.fraction', 'stragglers.mode')
+                   'algorithm.adaptive_mu', 'stragglers.fraction', 'stragglers.mode')
 
 
 def _flatten(tree, prefix=''):

@@ -4,9 +4,11 @@ import pathlib
 import time
 from typing import Sequence
 
+import jax
 import ml_collections
 import numpy as np
 
+from fedprox_jax import adaptive_mu
 from fedprox_jax import config_checks
 from fedprox_jax import datasets
 from fedprox_jax import devices
@@ -33,12 +35,15 @@ def run_rounds(sim: Simulation, writers: Sequence[RunWriter], labels: Sequence[s
   with `checkpoints`, from the latest checkpoint if there is one, saving new ones as it goes."""
   c = sim.config
   evaluate_at = evaluation_rounds(c.num_rounds, c.eval_every)
-  params, mu, first = sim.initial_params, sim.mu, 0
-  restored = checkpoints.restore(server_state(params, mu)) if checkpoints else None
+  adaptive = np.array([run.adaptive_mu for run in sim.runs])
+  params, mu_state, first = sim.initial_params, adaptive_mu.initial(np.asarray(sim.mu)), 0
+  restored = checkpoints.restore(server_state(params, mu_state)) if checkpoints else None
   if restored:
     resumed, state = restored
-    params, mu, first = state['params'], state['mu'], resumed + 1
+    params, first = state['params'], resumed + 1
+    mu_state = adaptive_mu.State(*(np.asarray(state[k]) for k in adaptive_mu.State._fields))
     logging.info('Resuming from the checkpoint of round %d', resumed)
+  mu = jax.device_put(mu_state.mu, sim.mu.sharding)
   for writer in writers:
     writer.start(first - 1 if restored else None)
   totals = dict(executed_steps=0, real_steps=0)
@@ -58,20 +63,25 @@ def run_rounds(sim: Simulation, writers: Sequence[RunWriter], labels: Sequence[s
         totals[k] += int(stats[k])
       round_times.append(time.perf_counter() - tick)
     if r in evaluate_at:
-      _evaluate_and_write(sim, params, r, stats, round_times, writers, start)
+      metrics = _evaluate_and_write(sim, params, r, stats, mu_state.mu, round_times, writers,
+                                    start)
+      if adaptive.any():  # Validation guarantees an evaluation every round.
+        mu_state = adaptive_mu.update(mu_state, metrics['train/loss'], adaptive)
+        mu = jax.device_put(mu_state.mu, sim.mu.sharding)
     if checkpoints and r > 0:
-      checkpoints.maybe_save(r, server_state(params, mu), last=r == c.num_rounds)
+      checkpoints.maybe_save(r, server_state(params, mu_state), last=r == c.num_rounds)
   sim.totals = dict(totals, wall_s=time.perf_counter() - start,
                     median_round_s=float(np.median(round_times)) if round_times else 0.0)
 
 
-def _evaluate_and_write(sim: Simulation, params, r: int, stats: dict, round_times: list[float],
-                        writers: Sequence[RunWriter], start: float) -> None:
+def _evaluate_and_write(sim: Simulation, params, r: int, stats: dict, mu: np.ndarray,
+                        round_times: list[float], writers: Sequence[RunWriter],
+                        start: float) -> dict[str, np.ndarray]:
   """Evaluates every run's model, writes its record and logs a progress line with an ETA."""
   metrics = sim.evaluate(params)
   elapsed = time.perf_counter() - start
   for i, writer in enumerate(writers):
-    record = {'round': r, **{k: float(v[i]) for k, v in metrics.items()}}
+    record = {'round': r, **{k: float(v[i]) for k, v in metrics.items()}, 'mu': float(mu[i])}
     if stats:
       record.update({'round/stragglers': int(stats['stragglers'][i]),
                      'round/active_clients': int(stats['active_clients'][i]),
@@ -84,6 +94,7 @@ def _evaluate_and_write(sim: Simulation, params, r: int, stats: dict, round_time
   num_rounds = sim.config.num_rounds
   logging.info('round %d/%d  %s  %.4f s/round  ETA %s', r, num_rounds, shown, seconds,
                _format_eta(seconds * (num_rounds - r)))
+  return metrics
 
 
 def summarize(records: list[dict], totals: dict, data_stats: dict, num_lanes: int) -> dict:
