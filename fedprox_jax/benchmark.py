@@ -37,13 +37,11 @@ def _configs():
   return base, module.get_config()
 
 
-def _full_run(kind: str) -> dict:
-  """The default run or sweep, as its CLI runs it, with timings of its parts."""
-  start = time.perf_counter()
-  from fedprox_jax import datasets, devices, sweeps, train  # pylint: disable=g-import-not-at-top
-  from fedprox_jax.simulation import RunSpec, Simulation  # pylint: disable=g-import-not-at-top
-  from fedprox_jax.writers import RunWriter  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
+def _runs(kind: str):
+  """The base config and the runs of the default run ('single') or sweep ('sweep'), with the
+  devices configured for them."""
+  from fedprox_jax import devices, sweeps  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.simulation import RunSpec  # pylint: disable=g-import-not-at-top
   base, sweep = _configs()
   if kind == 'sweep':
     base.compute.cpu_devices = sweep.cpu_devices
@@ -51,6 +49,17 @@ def _full_run(kind: str) -> dict:
   else:
     runs = [RunSpec.from_config(base)]
   devices.configure(base)
+  return base, runs
+
+
+def _full_run(kind: str) -> dict:
+  """The default run or sweep, as its CLI runs it, with timings of its parts."""
+  start = time.perf_counter()
+  from fedprox_jax import datasets, train  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.simulation import Simulation  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.writers import RunWriter  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  base, runs = _runs(kind)
   tick = time.perf_counter()
   data = datasets.load_federated(base.data)
   load_s = time.perf_counter() - tick
@@ -78,16 +87,10 @@ def _full_run(kind: str) -> dict:
 
 def _side_by_side(kind: str) -> dict:
   """Packed program vs the sequential reference on the same cohorts, training only."""
-  from fedprox_jax import client, datasets, devices, reference, sweeps  # pylint: disable=g-import-not-at-top
-  from fedprox_jax.simulation import RunSpec, Simulation  # pylint: disable=g-import-not-at-top
+  from fedprox_jax import client, datasets, reference  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.simulation import Simulation  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  base, sweep = _configs()
-  if kind == 'sweep':
-    base.compute.cpu_devices = sweep.cpu_devices
-    runs = [RunSpec.from_config(c) for _, c in sweeps.expand(base, sweep)]
-  else:
-    runs = [RunSpec.from_config(base)]
-  devices.configure(base)
+  base, runs = _runs(kind)
   data = datasets.load_federated(base.data)
   sim = Simulation(base, data, runs)
   tx = client.make_optimizer(base.client.learning_rate, base.client.weight_decay)

@@ -36,6 +36,24 @@ def curves(rows: list[dict], metric: str):
   return out
 
 
+def _band(ax, curve, label: str) -> None:
+  rounds, mean, std, _ = curve
+  line, = ax.plot(rounds, mean, label=label)
+  ax.fill_between(rounds, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+
+
+def _decorate(axes, i: int, j: int, title: str, metric: str) -> None:
+  """Titles on the top row, x labels on the bottom one, y labels on the left column."""
+  ax = axes[i, j]
+  if i == 0:
+    ax.set_title(title)
+  if i == axes.shape[0] - 1:
+    ax.set_xlabel('round')
+  if j == 0:
+    ax.set_ylabel(LABELS.get(metric, metric))
+  ax.grid(alpha=0.3)
+
+
 def final_table(rows: list[dict], metric: str = 'test/accuracy', last: int = 10) -> str:
   """Markdown: per (stragglers, arm), mean +- std over seeds of the run's mean of `metric` over
   its last `last` rounds (rounds > final - last)."""
@@ -72,20 +90,11 @@ def plot_sweep(sweep_dir: str, metrics=('train/loss', 'test/accuracy'), out_name
   for i, metric in enumerate(metrics):
     data = curves(rows, metric)
     for j, fraction in enumerate(fractions):
-      ax = axes[i, j]
       for arm in arms:
-        if (arm, fraction) not in data:
-          continue
-        rounds, mean, std, runs = data[(arm, fraction)]
-        line, = ax.plot(rounds, mean, label=f'{arm} ({runs} seeds)' if runs > 1 else arm)
-        ax.fill_between(rounds, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-      if i == 0:
-        ax.set_title(f'{fraction:.0%} stragglers')
-      if i == len(metrics) - 1:
-        ax.set_xlabel('round')
-      if j == 0:
-        ax.set_ylabel(LABELS.get(metric, metric))
-      ax.grid(alpha=0.3)
+        if (arm, fraction) in data:
+          runs = data[(arm, fraction)][3]
+          _band(axes[i, j], data[(arm, fraction)], f'{arm} ({runs} seeds)' if runs > 1 else arm)
+      _decorate(axes, i, j, f'{fraction:.0%} stragglers', metric)
   axes[0, 0].legend(fontsize=8)
   fig.suptitle('mean over seeds, band: +-1 std', fontsize=9)
   fig.tight_layout()
@@ -129,24 +138,14 @@ def plot_datasets(sweep_dirs: dict[str, str], metrics, arms, path: str,
                            figsize=(3.6 * len(tables), 2.8 * len(metrics)), sharex=True)
   for j, (label, rows) in enumerate(tables.items()):
     for i, metric in enumerate(metrics):
-      ax = axes[i, j]
       data = curves(rows, metric)
       for arm in arms:
         series = [v for (a, _), v in data.items() if a == arm]
-        if not series:
-          continue
-        rounds, mean, std, _ = series[0]
-        line, = ax.plot(rounds, mean, label=arm)
-        ax.fill_between(rounds, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        if series:
+          _band(axes[i, j], series[0], arm)
       if metric in log_scale:
-        ax.set_yscale('log')
-      if i == 0:
-        ax.set_title(label)
-      if i == len(metrics) - 1:
-        ax.set_xlabel('round')
-      if j == 0:
-        ax.set_ylabel(LABELS.get(metric, metric))
-      ax.grid(alpha=0.3)
+        axes[i, j].set_yscale('log')
+      _decorate(axes, i, j, label, metric)
   axes[0, 0].legend(fontsize=8)
   fig.tight_layout()
   path = pathlib.Path(path)
