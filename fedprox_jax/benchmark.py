@@ -2,7 +2,8 @@
 
     python -m fedprox_jax.benchmark [--out=benchmark.json] [--rounds=100]
 
-Each measurement runs in its own process so that its peak memory is its own. Printed: data load
+Each measurement runs in its own process so that its peak memory is its own; the full runs run
+twice, with an empty compilation cache and then with the one the first filled. Printed: data load
 (cached), compile, steady-state seconds per round (median, training + evaluation), client steps
 per second, the share of executed client steps that are real work, peak RSS and whole-process wall
 time; then, in one process on the same data and cohorts, the median training time per round of
@@ -14,6 +15,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import app
@@ -25,12 +27,14 @@ _ROUNDS = flags.DEFINE_integer('rounds', 100, 'Rounds of the full runs.')
 _REFERENCE_ROUNDS = flags.DEFINE_integer('reference_rounds', 10, 'Rounds timed side by side.')
 _SWEEP = flags.DEFINE_string('sweep', 'configs/sweeps/mnist_figure.py', 'Sweep config file.')
 _CHILD = flags.DEFINE_string('child', None, 'Internal: the measurement this process makes.')
+_CACHE = flags.DEFINE_string('compilation_cache', '', 'Internal: the compilation cache to use.')
 
 
 def _configs():
   from configs import mnist_fedprox  # pylint: disable=g-import-not-at-top
   base = mnist_fedprox.get_config()
   base.num_rounds = _ROUNDS.value
+  base.compute.compilation_cache_dir = _CACHE.value
   spec = importlib.util.spec_from_file_location('sweep_config', _SWEEP.value)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -119,10 +123,11 @@ def _side_by_side(kind: str) -> dict:
               real_steps_per_round=float(np.mean(steps)), max_abs_difference=max(diffs))
 
 
-def _child(name: str) -> dict:
+def _child(name: str, cache: str) -> dict:
   proc = subprocess.run([sys.executable, '-m', 'fedprox_jax.benchmark', f'--child={name}',
                          f'--rounds={_ROUNDS.value}', f'--sweep={_SWEEP.value}',
-                         f'--reference_rounds={_REFERENCE_ROUNDS.value}'],
+                         f'--reference_rounds={_REFERENCE_ROUNDS.value}',
+                         f'--compilation_cache={cache}'],
                         capture_output=True, text=True, env=os.environ, check=False)
   if proc.returncode:
     raise RuntimeError(f'{name} failed:\n{proc.stderr[-3000:]}')
@@ -139,10 +144,13 @@ def main(argv):
     print(json.dumps(result))
     return
   results = {}
-  for name in ('single:full', 'sweep:full', 'single:compare', 'sweep:compare'):
-    tick = time.perf_counter()
-    results[name] = _child(name)
-    results[name]['process_wall_s'] = time.perf_counter() - tick
+  with tempfile.TemporaryDirectory() as cache:
+    # Each full run twice: with an empty compilation cache, then with the one it filled.
+    for name in ('single:full', 'single:full:warm', 'sweep:full', 'sweep:full:warm',
+                 'single:compare', 'sweep:compare'):
+      tick = time.perf_counter()
+      results[name] = _child(name.removesuffix(':warm'), cache)
+      results[name]['process_wall_s'] = time.perf_counter() - tick
   single, sweep = results['single:full'], results['sweep:full']
   print(f'machine: {os.cpu_count()} CPUs, {single["platform"]}')
   print(f'{"":32s}{"default run":>14s}{"default sweep":>16s}')
@@ -155,9 +163,17 @@ def main(argv):
           ('real work share', 'real_work_share', '{:.1%}'),
           ('peak RSS (MB)', 'peak_rss_mb', '{:.0f}'),
           ('whole process (s)', 'process_wall_s', '{:.1f}'),
+          ('  compiled programs cached:', None, None),
+          ('  compile + data to device (s)', 'setup_s', '{:.2f}'),
+          ('  peak RSS (MB)', 'peak_rss_mb', '{:.0f}'),
+          ('  whole process (s)', 'process_wall_s', '{:.1f}'),
           ('TensorFlow imported', 'tensorflow_imported', '{}'),
           ('final test accuracy (mean)', 'final_test_accuracy', '{:.4f}')]
   for label, key, fmt in rows:
+    if label.startswith('  compiled'):
+      single, sweep = results['single:full:warm'], results['sweep:full:warm']
+      print(label)
+      continue
     if key is None:
       cells = [f'{r["devices"]} x {r["lanes"]}' for r in (single, sweep)]
     else:
