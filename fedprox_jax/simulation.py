@@ -143,8 +143,11 @@ class Simulation:
     self._sample = jax.jit(sample_round)
     _return_freed_memory()
 
-    # Features are normalised once, on the device. Every device holds the clients' data; rounds
-    # then move no data at all. Evaluation runs on the first device and reuses its copy.
+    self._place_data(data, replicated, eval_shapes.keys())
+
+  def _place_data(self, data: FederatedData, replicated, eval_names) -> None:
+    """Features are normalised once, on the device. Every device holds the clients' data; rounds
+    then move no data at all. Evaluation runs on the first device and reuses its copy."""
     normalize = jax.jit(lambda x: (x.astype(jnp.float32) - data.feature_mean) / data.feature_scale,
                         out_shardings=replicated)
     self.client_data = cohort_lib.ClientData(
@@ -154,8 +157,9 @@ class Simulation:
                                 self.client_data.y.addressable_data(0))}
     # Which client each training row belongs to (rows are grouped by client).
     self._train_client = jax.device_put(
-        np.repeat(np.arange(num_clients, dtype=np.int32), data.train_sizes), self._eval_device)
-    for name in eval_shapes.keys() - {'train'}:
+        np.repeat(np.arange(len(data.train_sizes), dtype=np.int32), data.train_sizes),
+        self._eval_device)
+    for name in eval_names - {'train'}:
       x, y = getattr(data, f'{name}_x'), getattr(data, f'{name}_y')
       self.eval_sets[name] = (jax.device_put(normalize(x).addressable_data(0), self._eval_device),
                               jax.device_put(y, self._eval_device))
