@@ -48,8 +48,8 @@ def _runs(kind: str):
   from fedprox_jax.simulation import RunSpec  # pylint: disable=g-import-not-at-top
   base, sweep = _configs()
   if kind == 'sweep':
-    base.compute.cpu_devices = sweep.cpu_devices
-    runs = [RunSpec.from_config(c) for _, c in sweeps.expand(base, sweep)]
+    base, named = sweeps.prepare(base, sweep)
+    runs = [RunSpec.from_config(c) for _, c in named]
   else:
     runs = [RunSpec.from_config(base)]
   devices.configure(base)

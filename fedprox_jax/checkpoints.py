@@ -15,8 +15,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from fedprox_jax.config_checks import ConfigError
-
+from fedprox_jax.config_checks import ConfigError, flatten
 
 
 class _QuietOrbax(logging.Filter):
@@ -34,19 +33,9 @@ _RESUMABLE_CHANGES = ('num_rounds', 'data.tfds_data_dir', 'data.manual_dir', 'da
                       'compute.')
 
 
-def _flat(tree: dict, prefix: str = '') -> dict:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = value
-  return out
-
-
 def config_differences(old: dict, new: dict) -> list[str]:
   """'field: old -> new' for each field that differs and may not change on resumption."""
-  old, new = _flat(old), _flat(new)
+  old, new = flatten(old), flatten(new)
   return [f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(old.keys() | new.keys())
           if old.get(k) != new.get(k) and not k.startswith(_RESUMABLE_CHANGES)]
 

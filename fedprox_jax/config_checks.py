@@ -8,6 +8,17 @@ class ConfigError(ValueError):
   """An invalid configuration field; the message names it."""
 
 
+def flatten(tree, prefix: str = '') -> dict:
+  """A nested config (ConfigDict or dict) as {'dotted.field': value}."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      out.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
 def _require(ok: bool, field: str, problem: str) -> None:
   if not ok:
     raise ConfigError(f'config.{field} {problem}')

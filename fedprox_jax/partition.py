@@ -16,13 +16,6 @@ class Partition:
   train: list[np.ndarray]
   test: list[np.ndarray]
 
-  @property
-  def num_clients(self) -> int:
-    return len(self.train)
-
-  def sizes(self) -> np.ndarray:
-    return np.array([len(a) + len(b) for a, b in zip(self.train, self.test)])
-
 
 def power_law_partition(labels: np.ndarray, *, num_clients: int, labels_per_client: int,
                         examples_per_label: int, sigma: float,

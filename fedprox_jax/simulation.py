@@ -135,7 +135,7 @@ class Simulation:
         self.initial_params, jnp.int32(0), self.mu, self._round_keys, self._run_args,
         client_shapes).compile()
     chunk = c.eval.chunk_size or evaluation.AUTO_CHUNK[c.model.name]
-    num_clients = len(data.train_sizes)
+    num_clients = data.num_clients
     self._evaluate = evaluation.make_evaluate(
         self.apply_fn, chunk, num_clients if c.eval.dissimilarity else 0).lower(
             jax.device_put(self.initial_params, self._eval_device), eval_shapes,
@@ -157,7 +157,7 @@ class Simulation:
                                 self.client_data.y.addressable_data(0))}
     # Which client each training row belongs to (rows are grouped by client).
     self._train_client = jax.device_put(
-        np.repeat(np.arange(len(data.train_sizes), dtype=np.int32), data.train_sizes),
+        np.repeat(np.arange(data.num_clients, dtype=np.int32), data.train_sizes),
         self._eval_device)
     for name in eval_names - {'train'}:
       x, y = getattr(data, f'{name}_x'), getattr(data, f'{name}_y')

@@ -6,7 +6,6 @@ sweep directory gets results.csv, one tidy row per (run, evaluated round).
 """
 import csv
 import itertools
-import json
 import logging
 import os
 import pathlib
@@ -29,23 +28,15 @@ VARIABLE_FIELDS = ('seed', 'algorithm.name', 'algorithm.mu', 'algorithm.drop_str
                    'algorithm.adaptive_mu', 'stragglers.fraction', 'stragglers.mode')
 
 
-def _flatten(tree, prefix=''):
-  for key, value in tree.items():
-    if isinstance(value, (dict, ml_collections.ConfigDict)):
-      yield from _flatten(value, f'{prefix}{key}.')
-    else:
-      yield f'{prefix}{key}', value
-
-
 def expand(base: ml_collections.ConfigDict,
            sweep: ml_collections.ConfigDict) -> list[tuple[str, ml_collections.ConfigDict]]:
   """(name, config) of every run: arms x grid x repeats, each config validated."""
-  grid = dict(_flatten(sweep.grid))
+  grid = config_checks.flatten(sweep.grid)
   runs = []
   for arm, overrides in sweep.arms.items():
     for values in itertools.product(*grid.values()):
       for repeat in range(sweep.repeats):
-        changes = {**dict(_flatten(overrides)), **dict(zip(grid, values)),
+        changes = {**config_checks.flatten(overrides), **dict(zip(grid, values)),
                    'seed': base.seed + repeat}
         for field in changes:
           if field not in VARIABLE_FIELDS:
@@ -58,6 +49,14 @@ def expand(base: ml_collections.ConfigDict,
         grid_name = '-'.join(f'{k.split(".")[-1]}{v}' for k, v in zip(grid, values))
         runs.append(('-'.join(filter(None, [arm, grid_name, f'seed{config.seed}'])), config))
   return runs
+
+
+def prepare(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict):
+  """The sweep's base config (with its CPU device count) and its (name, config) runs."""
+  config_checks.validate(base)
+  base = ml_collections.ConfigDict(base.to_dict())
+  base.compute.cpu_devices = sweep.cpu_devices
+  return base, expand(base, sweep)
 
 
 def runs_per_chunk(base: ml_collections.ConfigDict, num_params: int, requested: int) -> int:
@@ -94,10 +93,7 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict,
   A workdir of the same sweep resumes it: finished chunks of runs are kept, an interrupted one
   continues from its latest checkpoint.
   """
-  config_checks.validate(base)
-  base = ml_collections.ConfigDict(base.to_dict())
-  base.compute.cpu_devices = sweep.cpu_devices
-  runs = expand(base, sweep)
+  base, runs = prepare(base, sweep)
   root = pathlib.Path(workdir) if workdir else None
   if root:
     prepare_workdir(workdir, {'sweep.json': sweep, 'base_config.json': base}, overwrite)
@@ -113,6 +109,7 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict,
   logging.info('Sweep of %d runs%s', len(runs),
                f' in {len(chunks)} chunks of up to {chunk} runs (memory)' if len(chunks) > 1 else
                ' in one program')
+  stats = data.statistics()
   records, rows = {}, []
   for i, part in enumerate(chunks):
     if len(chunks) > 1:
@@ -128,7 +125,7 @@ def run_sweep(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict,
       if checkpoints:
         checkpoints.close()
     for (name, c), writer in zip(part, writers):
-      writer.close(train.summarize(writer.records, sim.totals, data.statistics(), sim.num_lanes))
+      writer.close(train.summarize(writer.records, sim.totals, stats, sim.num_lanes))
       records[name] = writer.records
       arm = name.split('-')[0]
       rows += [{'run': name, 'arm': arm, 'algorithm': c.algorithm.name, 'mu': c.algorithm.mu,

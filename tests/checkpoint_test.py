@@ -1,6 +1,5 @@
 """Checkpoint and resume, determinism, and every bad input answered in one line."""
 import json
-import os
 import signal
 import subprocess
 import sys

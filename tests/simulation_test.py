@@ -12,7 +12,6 @@ from tests.conftest import tiny_config, tiny_data
 
 def _final_params(config, data=None):
   sim = Simulation(config, data or tiny_data(), [RunSpec.from_config(config)])
-  writer = RunWriter(None, config)
   params = sim.initial_params
   for r in range(1, config.num_rounds + 1):
     params, _ = sim.run_round(params, r)
