@@ -19,7 +19,7 @@ from fedprox_jax.models import ApplyFn
 
 class ClientData(NamedTuple):
   """Every client's local training examples on the device, rows grouped client by client."""
-  x: jax.Array       # [n, d] float32
+  x: jax.Array       # [n, d] raw features (the model normalises them)
   y: jax.Array       # [n] int32
   offsets: jax.Array  # [clients] first row of each client
   sizes: jax.Array    # [clients] examples of each client

@@ -28,7 +28,8 @@ class FederatedData:
   """Raw features [n, d] (uint8 pixels for MNIST) and how to normalise them: (x - mean) / scale.
 
   Client c's local training data are rows train_offsets[c] : train_offsets[c] + train_sizes[c] of
-  train_x. Normalisation happens once, on the device, so the host never holds float copies.
+  train_x. Features stay raw, on the host and on the device; the model normalises the rows it
+  reads (models.on_raw_features), so nothing ever holds a float copy of the pixels.
   """
   train_x: np.ndarray
   train_y: np.ndarray

@@ -5,9 +5,10 @@ import jax.numpy as jnp
 
 from fedprox_jax.models import ApplyFn
 
-# Examples per evaluation chunk when config.eval.chunk_size is 0: the logistic regression takes a
-# whole dataset in one matrix product; the CNN's activations need small chunks.
-AUTO_CHUNK = {'logistic_regression': 1 << 17, 'cnn': 512}
+# Examples per evaluation chunk when config.eval.chunk_size is 0. Each chunk's float32 features
+# (made from raw pixels as it is read) stay in cache: 2048 rows evaluated fastest on a 2-core
+# CPU; larger chunks were up to 3x slower. The CNN's activations need small chunks.
+AUTO_CHUNK = {'logistic_regression': 2048, 'cnn': 512}
 
 
 def make_dissimilarity(apply_fn: ApplyFn, num_clients: int, chunk_size: int):
@@ -64,26 +65,30 @@ def make_evaluate(apply_fn: ApplyFn, chunk_size: int, dissimilarity_clients: int
   dissimilarity = (make_dissimilarity(apply_fn, dissimilarity_clients, min(chunk_size, 1024))
                    if dissimilarity_clients else None)
 
-  def sums(params, x, y):
+  def sums(params, x, y, fresh):
     # Runs second ([n, R, classes]): the model's matrix product for all runs then comes out
     # without a transpose, and the reductions run along its rows.
     logits = jax.vmap(apply_fn, in_axes=(0, None), out_axes=1)(params, x)
     label_logit = jnp.take_along_axis(logits, y[:, None, None], -1)[..., 0]
     ce = jax.nn.logsumexp(logits, -1) - label_logit
     correct = (jnp.argmax(logits, -1) == y[:, None]).astype(jnp.float32)
-    return ce.sum(0), correct.sum(0)
+    return fresh @ ce, fresh @ correct
 
   def evaluate_one(params, x, y):
     n = x.shape[0]
-    whole = n // chunk_size * chunk_size
-    loss, correct = 0.0, 0.0
-    if whole:  # Full chunks one after another, then the remainder.
-      chunks = (x[:whole].reshape(-1, chunk_size, x.shape[1]), y[:whole].reshape(-1, chunk_size))
-      loss, correct = jax.tree.map(lambda s: s.sum(0),
-                                   jax.lax.map(lambda c: sums(params, *c), chunks))
-    if whole < n:
-      rest = sums(params, x[whole:], y[whole:])
-      loss, correct = loss + rest[0], correct + rest[1]
+    chunk = min(chunk_size, n)
+
+    def add_chunk(i, totals):
+      # Chunks are windows into x, not a reshaped copy of it; the last one is shifted back to
+      # fit, and rows that an earlier chunk had are masked out.
+      start = jnp.minimum(i * chunk, n - chunk)
+      take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, chunk)
+      fresh = ((start + jnp.arange(chunk)) >= i * chunk).astype(jnp.float32)
+      return jax.tree.map(jnp.add, totals, sums(params, take(x), take(y), fresh))
+
+    num_runs = jax.tree.leaves(params)[0].shape[0]
+    zeros = jnp.zeros(num_runs, jnp.float32)
+    loss, correct = jax.lax.fori_loop(0, -(-n // chunk), add_chunk, (zeros, zeros))
     return loss / n, correct / n
 
   @jax.jit

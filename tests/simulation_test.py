@@ -1,4 +1,6 @@
 """Whole rounds through Simulation and train.run_rounds on the tiny federation."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -90,3 +92,26 @@ def test_default_configs_are_valid():
   from configs import mnist_fedavg, mnist_fedprox, mnist_paper  # pylint: disable=g-import-not-at-top
   for module in (mnist_fedprox, mnist_fedavg, mnist_paper):
     config_checks.validate(module.get_config())
+
+
+def test_raw_uint8_features_equal_their_normalised_float_copy():
+  """Data stay raw on the device and the model normalises them: same training, same metrics as
+  normalising up front; evaluation in small chunks (the last one shifted back) equals one chunk."""
+  base = tiny_data()
+  to_raw = lambda x: np.clip(np.round(x * 30 + 128), 0, 255).astype(np.uint8)
+  mean = np.linspace(120, 136, base.input_dim).astype(np.float32)
+  scale = np.float32(30.0)
+  raw = dataclasses.replace(base, train_x=to_raw(base.train_x),
+                            local_test_x=to_raw(base.local_test_x), test_x=to_raw(base.test_x),
+                            feature_mean=mean, feature_scale=scale)
+  normalised = dataclasses.replace(
+      base, **{k: (getattr(raw, k).astype(np.float32) - mean) / scale
+               for k in ('train_x', 'local_test_x', 'test_x')})
+  params_raw, sim_raw = _final_params(tiny_config(**{'eval.chunk_size': 7}), raw)
+  params_float, sim_float = _final_params(tiny_config(**{'eval.chunk_size': 10_000}), normalised)
+  assert sim_raw.client_data.x.dtype == np.uint8
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), params_raw, params_float)
+  got, want = sim_raw.evaluate(params_raw), sim_float.evaluate(params_float)
+  assert got.keys() == want.keys()
+  for key in want:
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)
