@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -32,7 +33,10 @@ def _records(workdir):
 def _final_params(workdir):
   steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
   path = workdir / 'checkpoints' / str(steps[-1]) / 'default'
-  state = ocp.StandardCheckpointer().restore(path.absolute())
+  # As host arrays: the run that saved them may have used other devices than this process.
+  metadata = ocp.PyTreeCheckpointer().metadata(path.absolute()).item_metadata
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata.tree)
+  state = ocp.PyTreeCheckpointer().restore(path.absolute(), restore_args=as_numpy)
   return steps, state['params']
 
 
@@ -67,6 +71,18 @@ def test_killed_run_resumes_to_the_uninterrupted_result(mnist_env, tmp_path):
   assert steps_a == steps_b == [295, 300]  # checkpoint_keep = 2.
   for name in ('kernel', 'bias'):
     np.testing.assert_array_equal(params_a['Dense_0'][name], params_b['Dense_0'][name])
+
+
+def test_a_checkpoint_resumes_on_other_devices(mnist_env, tmp_path):
+  """Checkpoints are restored onto the resuming process's devices, whatever saved them."""
+  env, root = mnist_env
+  flags = [*FLAGS, *_data_flags(root), f'--workdir={tmp_path}', '--config.checkpoint_every=2']
+  first = _run(env, *flags, '--config.num_rounds=4', '--config.compute.cpu_devices=1')
+  assert first.returncode == 0, first.stderr[-3000:]
+  resumed = _run(env, *flags, '--config.num_rounds=6', '--config.compute.cpu_devices=3')
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert 'Resuming from the checkpoint of round 4' in resumed.stderr
+  assert [r['round'] for r in _records(tmp_path)] == list(range(7))
 
 
 def test_workdir_of_another_config_is_refused_unless_overwritten(mnist_env, tmp_path):
