@@ -6,6 +6,7 @@ runs its jobs one after another, resetting to its next job's global parameters a
 The loop runs as many steps as the busiest lane needs (a while loop with a traced bound), so a round
 costs the cohort's own work and shapes never depend on the cohort: no recompiles between rounds.
 """
+import functools
 from typing import NamedTuple
 
 import jax
@@ -98,14 +99,14 @@ def _select(pred, on_true, on_false):
 
 
 def make_train_cohort(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, batch_size: int,
-                      num_lanes: int, max_epochs: int, lane_sharding=None):
+                      num_lanes: int, max_epochs: int, mesh: jax.sharding.Mesh | None = None):
   """Builds train_cohort(global_params [R], cohort, mu [R], data) -> (new global [R], stats).
 
-  `lane_sharding`, if given, places every per-lane array (lanes lead) over the devices.
+  With a `mesh` (one axis, 'lanes'), each device runs its share of the lanes as its own loop
+  (shard_map): nothing crosses devices until the final sum, and a device's program is the
+  single-device one, whatever the model.
   """
   b = batch_size
-  constrain = ((lambda t: jax.lax.with_sharding_constraint(t, lane_sharding))
-               if lane_sharding is not None else (lambda t: t))
 
   def train_cohort(global_params, cohort: Cohort, mu: jax.Array, data: ClientData):
     num_runs, k = cohort.clients.shape
@@ -113,62 +114,29 @@ def make_train_cohort(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, ba
     # Flat job arrays with one extra, empty job (id num_jobs) that idle lanes point at.
     pad = lambda a, v: jnp.concatenate([a.reshape(num_jobs, *a.shape[2:]),
                                         jnp.full((1, *a.shape[2:]), v, a.dtype)])
-    run = pad(jnp.repeat(jnp.arange(num_runs, dtype=jnp.int32)[:, None], k, 1), 0)
-    n = pad(data.sizes[cohort.clients], 1)
-    offset = pad(data.offsets[cohort.clients], 0)
-    steps_per_epoch = -(-n // b)
-    steps = pad(cohort.epochs, 0) * steps_per_epoch
-    weight = pad(cohort.weights, 0.0)
-    keys = pad(cohort.keys, 0)
-    job_mu = mu[run]
+    jobs = dict(run=pad(jnp.repeat(jnp.arange(num_runs, dtype=jnp.int32)[:, None], k, 1), 0),
+                n=pad(data.sizes[cohort.clients], 1),
+                offset=pad(data.offsets[cohort.clients], 0),
+                weight=pad(cohort.weights, 0.0))
+    jobs['steps_per_epoch'] = -(-jobs['n'] // b)
+    jobs['steps'] = pad(cohort.epochs, 0) * jobs['steps_per_epoch']
+    jobs['mu'] = mu[jobs['run']]
     # Shuffle tables of every (job, epoch), made once per round rather than at every step.
     epoch_keys = jax.vmap(lambda key: jax.vmap(lambda e: shuffle.epoch_key(key, e))(
-        jnp.arange(max_epochs)))(keys)
-    offsets, salts = jax.vmap(jax.vmap(shuffle.round_tables, in_axes=(0, None)))(epoch_keys, n)
+        jnp.arange(max_epochs)))(pad(cohort.keys, 0))
+    jobs['shift'], jobs['salt'] = jax.vmap(jax.vmap(shuffle.round_tables, in_axes=(0, None)))(
+        epoch_keys, jobs['n'])
 
-    lane_jobs, lane_start, load = pack_lanes(steps[:num_jobs], num_lanes)
-    lane_jobs, lane_start = constrain(lane_jobs), constrain(lane_start)
+    lane_jobs, lane_start, load = pack_lanes(jobs['steps'][:num_jobs], num_lanes)
     num_steps = jnp.max(load)
-    anchor0 = _take(global_params, 0)
-    opt_init = tx.init(anchor0)
-
-    def lane_step(t, jobs_l, start_l, params, opt_state, acc):
-      slot = jnp.maximum(jnp.searchsorted(start_l, t, side='right') - 1, 0)
-      job = jobs_l[slot]
-      s = t - start_l[slot]
-      active = s < steps[job]
-      anchor = _take(global_params, run[job])
-      begin = active & (s == 0)
-      params = _select(begin, anchor, params)
-      opt_state = _select(begin, opt_init, opt_state)
-      epoch, batch = s // steps_per_epoch[job], s % steps_per_epoch[job]
-      pos = batch * b + jnp.arange(b)
-      mask = pos < n[job]
-      local = shuffle.permute_with_tables(offsets[job, epoch], salts[job, epoch], n[job],
-                                          jnp.minimum(pos, n[job] - 1))
-      rows = offset[job] + local
-      new_params, new_opt, _ = client.sgd_step(apply_fn, tx, params, opt_state, anchor,
-                                               data.x[rows], data.y[rows],
-                                               mask.astype(jnp.float32), job_mu[job])
-      params = _select(active, new_params, params)
-      opt_state = _select(active, new_opt, opt_state)
-      # A lane whose job just ended adds weight * params to its own sum for the job's run.
-      w = jnp.where(active & (s == steps[job] - 1), weight[job], 0.0)
-      acc = jax.tree.map(lambda a, p: a.at[run[job]].add(w * p), acc, params)
-      return params, opt_state, acc
-
-    def body(carry):
-      t, params, opt_state, acc = carry
-      params, opt_state, acc = jax.vmap(lane_step, in_axes=(None, 0, 0, 0, 0, 0))(
-          t, lane_jobs, lane_start, params, opt_state, acc)
-      params, opt_state = constrain(params), constrain(opt_state)
-      return t + 1, params, opt_state, constrain(acc)
-
-    lanes_of = lambda tree: constrain(jax.tree.map(
-        lambda a: jnp.broadcast_to(a, (num_lanes, *a.shape)), tree))
-    acc0 = lanes_of(jax.tree.map(jnp.zeros_like, global_params))
-    carry = (jnp.int32(0), lanes_of(anchor0), lanes_of(opt_init), acc0)
-    _, _, _, acc = jax.lax.while_loop(lambda c: c[0] < num_steps, body, carry)
+    lanes_loop = functools.partial(_run_lanes, apply_fn, tx, b)
+    if mesh is not None:
+      lanes, everywhere = jax.sharding.PartitionSpec('lanes'), jax.sharding.PartitionSpec()
+      # No collectives inside, so the check of which values vary across devices is off.
+      lanes_loop = jax.shard_map(lanes_loop, mesh=mesh, out_specs=lanes, in_specs=(
+          lanes, lanes, everywhere, everywhere, everywhere, everywhere), check_vma=False)
+    acc = lanes_loop(lane_jobs, lane_start, num_steps, jobs, global_params, data)
+    run, steps, weight = jobs['run'], jobs['steps'], jobs['weight']
 
     # Jobs that did no steps but are aggregated contribute their run's global parameters.
     total = jax.ops.segment_sum(weight, run, num_runs)
@@ -184,3 +152,50 @@ def make_train_cohort(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, ba
     return new_global, stats
 
   return train_cohort
+
+
+def _run_lanes(apply_fn: ApplyFn, tx: optax.GradientTransformation, b: int, lane_jobs, lane_start,
+               num_steps, jobs: dict, global_params, data: ClientData):
+  """Runs lanes [L] (each a list of jobs with start steps) for num_steps steps in lockstep; returns
+  each lane's weighted sum of its finished jobs' parameters per run, [L, R, ...]."""
+  anchor0 = _take(global_params, 0)
+  opt_init = tx.init(anchor0)
+  steps, run = jobs['steps'], jobs['run']
+
+  def lane_step(t, jobs_l, start_l, params, opt_state, acc):
+    slot = jnp.maximum(jnp.searchsorted(start_l, t, side='right') - 1, 0)
+    job = jobs_l[slot]
+    s = t - start_l[slot]
+    active = s < steps[job]
+    anchor = _take(global_params, run[job])
+    begin = active & (s == 0)
+    params = _select(begin, anchor, params)
+    opt_state = _select(begin, opt_init, opt_state)
+    per_epoch = jobs['steps_per_epoch'][job]
+    epoch, batch = s // per_epoch, s % per_epoch
+    n = jobs['n'][job]
+    pos = batch * b + jnp.arange(b)
+    local = shuffle.permute_with_tables(jobs['shift'][job, epoch], jobs['salt'][job, epoch], n,
+                                        jnp.minimum(pos, n - 1))
+    rows = jobs['offset'][job] + local
+    new_params, new_opt, _ = client.sgd_step(apply_fn, tx, params, opt_state, anchor,
+                                             data.x[rows], data.y[rows],
+                                             (pos < n).astype(jnp.float32), jobs['mu'][job])
+    params = _select(active, new_params, params)
+    opt_state = _select(active, new_opt, opt_state)
+    # A lane whose job just ended adds weight * params to its own sum for the job's run.
+    w = jnp.where(active & (s == steps[job] - 1), jobs['weight'][job], 0.0)
+    acc = jax.tree.map(lambda a, p: a.at[run[job]].add(w * p), acc, params)
+    return params, opt_state, acc
+
+  def body(carry):
+    t, params, opt_state, acc = carry
+    params, opt_state, acc = jax.vmap(lane_step, in_axes=(None, 0, 0, 0, 0, 0))(
+        t, lane_jobs, lane_start, params, opt_state, acc)
+    return t + 1, params, opt_state, acc
+
+  num_lanes = lane_jobs.shape[0]
+  lanes_of = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (num_lanes, *a.shape)), tree)
+  carry = (jnp.int32(0), lanes_of(anchor0), lanes_of(opt_init),
+           lanes_of(jax.tree.map(jnp.zeros_like, global_params)))
+  return jax.lax.while_loop(lambda c: c[0] < num_steps, body, carry)[3]

@@ -69,8 +69,6 @@ class Simulation:
     self.num_lanes = choose_num_lanes(c.compute.num_lanes, len(runs) * c.clients_per_round,
                                       devices)
     mesh = jax.sharding.Mesh(np.array(devices), ('lanes',))
-    lane_sharding = (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('lanes'))
-                     if len(devices) > 1 else None)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     self._eval_device = jax.sharding.SingleDeviceSharding(devices[0])
     model_fn, _ = models.create_model(c.model.name, data.num_classes, data.input_dim,
@@ -94,7 +92,7 @@ class Simulation:
 
     train_cohort = cohort_lib.make_train_cohort(
         self.apply_fn, tx, batch_size=c.client.batch_size, num_lanes=self.num_lanes,
-        max_epochs=c.client.local_epochs, lane_sharding=lane_sharding)
+        max_epochs=c.client.local_epochs, mesh=mesh if len(devices) > 1 else None)
     sample = jax.vmap(lambda key, sizes, fraction, fixed, drop: cohort_lib.sample_cohort(
         key, sizes=sizes, clients_per_round=c.clients_per_round,
         local_epochs=c.client.local_epochs, batch_size=c.client.batch_size, fraction=fraction,
