@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedprox_jax import conv
+
 
 class LogisticRegression(nn.Module):
   """Multinomial logistic regression, 784 -> 10 (the paper's MNIST model)."""
@@ -25,7 +27,8 @@ class CNN(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x.reshape((x.shape[0], *self.image_shape))
     for features in (32, 64):
-      x = nn.relu(nn.Conv(features, (5, 5), padding='SAME')(x))
+      x = nn.relu(nn.Conv(features, (5, 5), padding='SAME',
+                          conv_general_dilated=conv.flax_conv_same)(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = nn.relu(nn.Dense(512)(x.reshape(x.shape[0], -1)))
     return nn.Dense(self.num_classes)(x)
