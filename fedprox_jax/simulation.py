@@ -71,17 +71,16 @@ class Simulation:
     mesh = jax.sharding.Mesh(np.array(devices), ('lanes',))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     self._eval_device = jax.sharding.SingleDeviceSharding(devices[0])
-    model_fn, _ = models.create_model(c.model.name, data.num_classes, data.input_dim,
-                                      jax.random.PRNGKey(0))
-    # Features stay raw on the device (uint8 pixels: a quarter of their float32 size, and a
-    # quarter of the bytes that evaluation reads); the model normalises the rows it reads.
-    self.apply_fn = models.on_raw_features(model_fn, data.feature_mean, data.feature_scale)
-    tx = client.make_optimizer(c.client.learning_rate, c.client.weight_decay)
-
     as_array = lambda field, dtype: jnp.asarray([getattr(r, field) for r in runs], dtype)
     keys = [jax.random.split(jax.random.PRNGKey(r.seed)) for r in runs]
-    init = [models.create_model(c.model.name, data.num_classes, data.input_dim, k[0])[1]
-            for k in keys]
+    models_of_runs = [models.create_model(c.model.name, data.num_classes, data.input_dim, k[0])
+                      for k in keys]
+    init = [params for _, params in models_of_runs]
+    # Features stay raw on the device (uint8 pixels: a quarter of their float32 size, and a
+    # quarter of the bytes that evaluation reads); the model normalises the rows it reads.
+    self.apply_fn = models.on_raw_features(models_of_runs[0][0], data.feature_mean,
+                                           data.feature_scale)
+    tx = client.make_optimizer(c.client.learning_rate, c.client.weight_decay)
     # Everything a round reads sits on every device with one sharding, so round r's outputs
     # feed round r + 1 without a transfer.
     self.initial_params, self.mu, self._round_keys, self._run_args = jax.device_put((

@@ -17,6 +17,7 @@ import numpy as np
 from fedprox_jax import config_checks
 from fedprox_jax import datasets
 from fedprox_jax import devices
+from fedprox_jax import evaluation
 from fedprox_jax import models
 from fedprox_jax import train
 from fedprox_jax.checkpoints import Checkpoints, prepare_workdir
@@ -69,9 +70,10 @@ def runs_per_chunk(base: ml_collections.ConfigDict, num_params: int, requested: 
   memory = (stats or {}).get('bytes_limit') or os.sysconf('SC_PAGE_SIZE') * os.sysconf(
       'SC_PHYS_PAGES')
   lanes = max(base.compute.num_lanes, jax.device_count())
-  per_run = 4 * num_params * (4 + 2 * lanes) + 4 * (1 << 17) * 10 * 3
+  eval_chunk = base.eval.chunk_size or evaluation.AUTO_CHUNK[base.model.name]
+  per_run = 4 * num_params * (4 + 2 * lanes) + 4 * eval_chunk * 10 * 3
   if base.model.name == 'cnn':
-    per_run += 4 * 512 * 28 * 28 * 32 * 4  # Evaluation chunk activations.
+    per_run += 4 * eval_chunk * 28 * 28 * 32 * 4  # Evaluation chunk activations.
   return max(1, int(memory // 4 // per_run))
 
 
