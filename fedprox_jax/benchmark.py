@@ -80,14 +80,13 @@ def _full_run(kind: str) -> dict:
   setup_s = time.perf_counter() - tick
   del data
   writers = [RunWriter(None, base) for _ in runs]
-  train.run_rounds(sim, writers, [str(i) for i in range(len(runs))])
+  totals = train.run_rounds(sim, writers, [str(i) for i in range(len(runs))])
   per_round = np.diff([r['time/elapsed_s'] for r in writers[0].records])
-  totals = sim.totals
   return dict(
       runs=len(runs), rounds=base.num_rounds, devices=jax.device_count(),
       platform=jax.devices()[0].platform, lanes=sim.num_lanes, data_load_s=load_s,
       setup_s=setup_s, round_s_median=float(np.median(per_round)),
-      train_round_s_median=totals['median_round_s'],
+      train_round_s_median=float(np.median(totals['round_times'])),
       client_steps_per_s=totals['real_steps'] / sum(r['time/round_s'] for r in
                                                     writers[0].records[1:]),
       real_work_share=totals['real_steps'] / totals['executed_steps'],

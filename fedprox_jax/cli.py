@@ -1,28 +1,95 @@
 """What the command lines share: reading config flags and turning known failures into one line."""
+import importlib.util
+import os
+import re
 import sys
+import traceback
 
 from absl import flags
 from absl import logging
 
+from fedprox_jax import checkpoints
 from fedprox_jax import config_checks
 from fedprox_jax import mnist
 from fedprox_jax import train
+from fedprox_jax import writers
 
 # Failures whose message already says what is wrong and what to do: no traceback for these.
-KNOWN_FAILURES = (config_checks.ConfigError, mnist.DataError, train.NonFiniteError)
+KNOWN_FAILURES = (config_checks.ConfigError, mnist.DataError, train.NonFiniteError,
+                  checkpoints.CheckpointError, writers.LogError, writers.WriteError)
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a process stopped by Ctrl-C.
 
 
-def _one_line(e: Exception) -> str:
+def _one_line(e: BaseException) -> str:
   text = ' '.join(str(e).replace('\\n', ' ').replace("\\'", "'").split())
   return text[1:-1] if text[:1] == text[-1:] == "'" else text  # A KeyError's repr quotes.
 
 
+def _load_config_file(spec: str):
+  """The config of a config_flags spec ('path' or 'path:argument'), loaded as config_flags does."""
+  path, _, argument = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('config_file', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(argument) if argument else module.get_config()
+
+
+def _config_file_problem(e: BaseException, spec: str) -> str:
+  """A failure to load config file `spec` in the user's words, with the file and line."""
+  path = spec.partition(':')[0]
+  cause = e.__cause__ or e
+  if isinstance(cause, SyntaxError):
+    return f'{cause.filename} line {cause.lineno}: {cause.msg}'
+  if isinstance(cause, OSError) and not os.path.isfile(path):
+    return f'no config file {path}: give the path of a file such as configs/mnist_fedprox.py'
+  if "has no attribute 'get_config'" in str(cause):
+    return f'{path} has no get_config() function: define one that returns the config'
+  frames = [f for f in traceback.extract_tb(cause.__traceback__)
+            if os.path.abspath(f.filename) == os.path.abspath(path)]
+  where = f'{path} line {frames[-1].lineno}' if frames else path
+  return f'{where}: {type(cause).__name__}: {_one_line(cause)}'
+
+
+def _unknown_override(argv: list[str]) -> str | None:
+  """For a command line whose overrides failed: the first override of a field that its config
+  lacks, named with the nearest field or the fields of its group."""
+  specs = _config_specs(argv)
+  for arg in argv:
+    match = re.match(r'^--?(?:no)?(\w+)\.([\w.]+)', arg)
+    if not match or match.group(1) not in specs:
+      continue
+    name, field = match.groups()
+    try:
+      known = list(config_checks.flatten(_load_config_file(specs[name])))
+    except Exception:  # pylint: disable=broad-except
+      return None  # The file itself is at fault; absl's message says how.
+    groups = {k.rsplit('.', i)[0] for k in known for i in range(1, k.count('.') + 1)}
+    if field not in known and field not in groups:
+      return config_checks.unknown_field_message(field, known, f'--{name}')
+  return None
+
+
+def _config_specs(argv: list[str]) -> dict[str, str]:
+  """{'config': spec, 'sweep': spec} as given on the command line."""
+  specs = {}
+  for arg in argv:
+    match = re.match(r'^--?(config|sweep)=(.+)$', arg)
+    if match:
+      specs[match.group(1)] = match.group(2)
+  return specs
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a bad flag or config override answered in one line."""
+  """absl's flag parsing, with a bad config file, flag or override answered in one line."""
   try:
     return flags.FLAGS(argv)
-  except (flags.Error, OSError, AttributeError, KeyError, TypeError, ValueError) as e:
-    sys.exit(f'error: {_one_line(e)}')
+  except Exception as e:  # pylint: disable=broad-except  # Config files may raise anything.
+    for name, spec in _config_specs(argv).items():
+      try:
+        _load_config_file(spec)
+      except Exception as load_error:  # pylint: disable=broad-except
+        sys.exit(f'error: --{name}: {_config_file_problem(load_error, spec)}')
+    sys.exit(f'error: {_unknown_override(argv) or _one_line(e)}')
 
 
 def config_value(flag_holder, name: str):
@@ -32,10 +99,34 @@ def config_value(flag_holder, name: str):
     config = flag_holder.value
     config.keys()
     return config
-  except (OSError, AttributeError, KeyError, TypeError, ValueError) as e:
-    sys.exit(f'error: --{name}: {_one_line(e)}')
+  except Exception as e:  # pylint: disable=broad-except  # Whatever the user's file raises.
+    sys.exit(f'error: --{name}: {_config_file_problem(e, flags.FLAGS[name].config_filename)}')
 
 
-def fail(e: Exception) -> None:
-  logging.error('%s', e)
-  sys.exit(f'error: {e}')
+def _quiet_closed_event_loops(hook):
+  """orbax's background threads may touch their closed asyncio loop after a failed save; Python
+  then prints a harmless 'Event loop is closed' traceback. Everything else goes to `hook`."""
+
+  def quiet(unraisable) -> None:
+    if not (isinstance(unraisable.exc_value, RuntimeError) and
+            str(unraisable.exc_value) == 'Event loop is closed'):
+      hook(unraisable)
+
+  return quiet
+
+
+def run(main) -> None:
+  """Calls main(); a known failure or an interruption ends the process with one line."""
+  sys.unraisablehook = _quiet_closed_event_loops(sys.unraisablehook)
+  try:
+    main()
+  except KNOWN_FAILURES as e:
+    logging.debug('%s', e, exc_info=True)
+    sys.exit(f'error: {e}')
+  except train.Interrupted as e:
+    print(e, file=sys.stderr)
+    sys.exit(INTERRUPTED_EXIT)
+  except KeyboardInterrupt:
+    print('interrupted before the first round; rerun the same command to start again',
+          file=sys.stderr)
+    sys.exit(INTERRUPTED_EXIT)

@@ -5,9 +5,9 @@ neither prepares TFDS again nor imports TensorFlow.
 """
 import dataclasses
 import hashlib
+import io
 import json
 import logging
-import os
 import pathlib
 
 import ml_collections
@@ -15,12 +15,15 @@ import numpy as np
 
 from fedprox_jax import mnist
 from fedprox_jax import partition
+from fedprox_jax.workdir import write_atomically
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 # Fields of config.data that change the partition; the others only change how it is read.
 _PARTITION_FIELDS = ('name', 'pool', 'num_clients', 'labels_per_client', 'examples_per_label',
                      'lognormal_sigma', 'train_fraction', 'seed')
 _CACHE_VERSION = 1
+_ARRAYS = ('train_x', 'train_y', 'train_sizes', 'local_test_x', 'local_test_y',
+           'local_test_sizes', 'test_x', 'test_y')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,19 +89,50 @@ def _build_mnist_partition(c: ml_collections.ConfigDict) -> dict[str, np.ndarray
       test_x=test_images, test_y=test_labels)
 
 
+def check_partition(arrays: dict[str, np.ndarray]) -> None:
+  """Raises ValueError unless the arrays form a partition in which every client has local
+  training and test data."""
+  if set(arrays) != set(_ARRAYS):
+    raise ValueError(f'arrays {sorted(arrays)} instead of {sorted(_ARRAYS)}')
+  for split in ('train', 'local_test'):
+    x, y, sizes = (arrays[f'{split}_{k}'] for k in ('x', 'y', 'sizes'))
+    if len(x) != len(y) or sizes.sum() != len(y):
+      raise ValueError(f'{split}: {len(x)} features, {len(y)} labels, {sizes.sum()} by sizes')
+    if not len(sizes) or sizes.min() < 1:
+      raise ValueError(f'client {int(np.argmin(sizes))} has no {split.replace("_", " ")} data')
+  if len(arrays['test_x']) != len(arrays['test_y']):
+    raise ValueError('the central test set has as many labels as features')
+
+
 def _load_or_build(c: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
   cache_dir = pathlib.Path(c.cache_dir or '~/.cache/fedprox_jax').expanduser()
   path = cache_dir / f'{c.name}-{cache_key(c)}.npz'
   if path.exists():
-    logging.info('Federated data from cache %s', path)
-    with np.load(path) as f:
-      return dict(f)
-  logging.info('Building the federated partition (cache miss: %s)', path)
+    try:
+      with np.load(path) as f:  # The zip's CRC-32s catch altered bytes as they are read.
+        arrays = dict(f)
+      check_partition(arrays)
+      logging.info('Federated data from cache %s', path)
+      return arrays
+    except Exception as e:  # zipfile, NumPy and the checks raise many kinds.
+      logging.warning('The partition cache %s is unreadable (%s: %s); building it again', path,
+                      type(e).__name__, e)
+  else:
+    logging.info('Building the federated partition (cache miss: %s)', path)
   arrays = _build_mnist_partition(c)
-  cache_dir.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp.npz')
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)  # Atomic: a killed run never leaves a half-written cache.
+  try:
+    check_partition(arrays)
+  except ValueError as e:
+    raise mnist.DataError(f'the MNIST partition of config.data is unusable ({e}): lower '
+                          'data.num_clients or data.examples_per_label') from None
+  try:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomically(path, buffer.getvalue())  # A killed run never leaves half a cache.
+  except OSError as e:  # The run can go on without its cache.
+    logging.warning('Could not cache the partition in %s (%s); the next run builds it again',
+                    path, e.strerror)
   return arrays
 
 
@@ -112,6 +146,13 @@ def _pixel_moments(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.nda
     squares += np.square(part).sum(0)
   mean = total / len(x)
   return mean, np.sqrt(np.maximum(squares / len(x) - np.square(mean), 0.0))
+
+
+def model_dims(c: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(classes, input features) of config.data's examples, known without loading them."""
+  if c.name == 'synthetic':
+    return c.num_classes, c.dim
+  return 10, 28 * 28
 
 
 def load_federated(c: ml_collections.ConfigDict) -> FederatedData:

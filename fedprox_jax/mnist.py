@@ -20,6 +20,11 @@ OFFICIAL_FILES = {
     't10k-labels-idx1-ubyte.gz':
         'f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6',
 }
+# Examples of each digit in the official train and test files (fixed by their checksums).
+CLASS_COUNTS = {
+    'train': (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+    'test': (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+}
 MANUAL_DIR_ENV = 'FEDPROX_JAX_MNIST_DIR'
 DOWNLOAD_HOST = 'storage.googleapis.com'  # Where TFDS fetches MNIST from.
 
@@ -66,7 +71,12 @@ def load_mnist(tfds_data_dir: str, manual_dir: str) -> dict[str, np.ndarray]:
   tf.config.set_visible_devices([], 'GPU')  # TF only reads files; keep accelerators for JAX.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  builder = tfds.builder('mnist', data_dir=tfds_data_dir or None)
+  where = f'{tfds_data_dir or "the TFDS data dir (~/tensorflow_datasets)"}/mnist'
+  try:
+    builder = tfds.builder('mnist', data_dir=tfds_data_dir or None)
+    where = str(pathlib.Path(builder.data_dir).parent)
+  except Exception as e:  # A damaged dataset_info.json, among others.
+    raise _unreadable(where, e) from None
   prepared = (pathlib.Path(builder.data_dir) / 'dataset_info.json').exists()
   if not prepared and not manual_dir and not _reachable(DOWNLOAD_HOST):
     # TFDS would retry for minutes before giving up.
@@ -82,7 +92,21 @@ def load_mnist(tfds_data_dir: str, manual_dir: str) -> dict[str, np.ndarray]:
                     'MNIST .gz files') from None
   out = {}
   for split in ('train', 'test'):
-    data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-    out[f'{split}_images'] = data['image'][..., 0]
-    out[f'{split}_labels'] = data['label'].astype(np.int32)
+    try:
+      data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+      images, labels = data['image'][..., 0], data['label'].astype(np.int32)
+      counts = tuple(np.bincount(labels, minlength=10).tolist())
+    except Exception as e:  # TensorFlow's DataLossError for a damaged record, among others.
+      raise _unreadable(where, e) from None
+    if images.shape[1:] != (28, 28) or counts != CLASS_COUNTS[split]:
+      raise _unreadable(where, ValueError(f'its {split} split has {len(labels)} images of shape '
+                                          f'{images.shape[1:]} and digit counts {counts}'))
+    out[f'{split}_images'], out[f'{split}_labels'] = images, labels
   return out
+
+
+def _unreadable(where: str, e: Exception) -> DataError:
+  reason = ' '.join(str(e).split())[:200]
+  return DataError(f'MNIST as prepared by TFDS in {where} cannot be read ({type(e).__name__}: '
+                   f'{reason}): delete that folder (rm -r {where}) and rerun the same command to '
+                   'prepare it again')

@@ -12,16 +12,14 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where config.json, metrics.json
                                'and checkpoints go; none are written if unset. A workdir with a '
                                'checkpoint of the same config is resumed.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start over in a workdir that holds another '
-                               "config's run (its files are deleted).")
+                               "config's run, or a run that cannot be resumed (its files are "
+                               'deleted).')
 
 
 def main(argv):
   del argv
   config = cli.config_value(_CONFIG, 'config')
-  try:
-    train.train_and_evaluate(config, _WORKDIR.value, _OVERWRITE.value)
-  except cli.KNOWN_FAILURES as e:
-    cli.fail(e)
+  cli.run(lambda: train.train_and_evaluate(config, _WORKDIR.value, _OVERWRITE.value))
 
 
 if __name__ == '__main__':

@@ -13,16 +13,13 @@ _SWEEP = config_flags.DEFINE_config_file('sweep', None, 'Sweep config file (arms
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where results.csv and runs/NAME/ go; a workdir '
                                'of the same sweep is resumed.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start over in a workdir that holds another '
-                               'sweep (its files are deleted).')
+                               'sweep, or one that cannot be resumed (its files are deleted).')
 
 
 def main(argv):
   del argv
   base, sweep = cli.config_value(_CONFIG, 'config'), cli.config_value(_SWEEP, 'sweep')
-  try:
-    sweeps.run_sweep(base, sweep, _WORKDIR.value, _OVERWRITE.value)
-  except cli.KNOWN_FAILURES as e:
-    cli.fail(e)
+  cli.run(lambda: sweeps.run_sweep(base, sweep, _WORKDIR.value, _OVERWRITE.value))
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@ number of repeats (seeds). Each run gets its own directory with the files of a s
 sweep directory gets results.csv, one tidy row per (run, evaluated round).
 """
 import csv
+import io
 import itertools
 import logging
 import os
@@ -20,20 +21,52 @@ from fedprox_jax import devices
 from fedprox_jax import evaluation
 from fedprox_jax import models
 from fedprox_jax import train
-from fedprox_jax.checkpoints import Checkpoints, prepare_workdir
+from fedprox_jax.checkpoints import Checkpoints
+from fedprox_jax.config_checks import ConfigError
 from fedprox_jax.simulation import RunSpec, Simulation
+from fedprox_jax.workdir import WorkdirLock, prepare_workdir, write_atomically
 from fedprox_jax.writers import RunWriter
 
 # The fields a run of a sweep may change: each is data of the shared round program.
 VARIABLE_FIELDS = ('seed', 'algorithm.name', 'algorithm.mu', 'algorithm.drop_stragglers',
                    'algorithm.adaptive_mu', 'stragglers.fraction', 'stragglers.mode')
+SWEEP_FIELDS = ('repeats', 'arms', 'grid', 'max_runs_per_chunk', 'cpu_devices')
+
+
+def _check_sweep(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict) -> None:
+  """The sweep config's own fields, and every field it sets exists in the base config."""
+  for key in sweep.keys():
+    if key not in SWEEP_FIELDS:
+      raise ConfigError(config_checks.unknown_field_message(key, list(SWEEP_FIELDS), 'the sweep'))
+  for key in SWEEP_FIELDS:
+    if key not in sweep:
+      raise ConfigError(f'the sweep has no field {key}: every sweep sets {", ".join(SWEEP_FIELDS)}')
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+  for key, lowest in (('repeats', 1), ('max_runs_per_chunk', 0), ('cpu_devices', 0)):
+    if not is_int(sweep[key]) or sweep[key] < lowest:
+      raise ConfigError(f'sweep.{key} = {sweep[key]!r} must be an int >= {lowest}')
+  config_checks.check_seed(base.seed, 'seed', span=sweep.repeats)
+  if not sweep.arms:
+    raise ConfigError('sweep.arms is empty: name at least one arm (it may override nothing)')
+  known = list(config_checks.flatten(base))
+  for arm, overrides in sweep.arms.items():
+    for field in config_checks.flatten(overrides):
+      if field not in known:
+        raise ConfigError(config_checks.unknown_field_message(field, known,
+                                                              f'sweep arm {arm!r}: the config'))
+  for field, values in config_checks.flatten(sweep.grid).items():
+    if field not in known:
+      raise ConfigError(config_checks.unknown_field_message(field, known, 'sweep.grid: the config'))
+    if not isinstance(values, (list, tuple)) or not values:
+      raise ConfigError(f'sweep.grid.{field} = {values!r} must be a non-empty list of values')
 
 
 def expand(base: ml_collections.ConfigDict,
            sweep: ml_collections.ConfigDict) -> list[tuple[str, ml_collections.ConfigDict]]:
   """(name, config) of every run: arms x grid x repeats, each config validated."""
+  _check_sweep(base, sweep)
   grid = config_checks.flatten(sweep.grid)
-  runs = []
+  runs, names = [], set()
   for arm, overrides in sweep.arms.items():
     for values in itertools.product(*grid.values()):
       for repeat in range(sweep.repeats):
@@ -41,20 +74,29 @@ def expand(base: ml_collections.ConfigDict,
                    'seed': base.seed + repeat}
         for field in changes:
           if field not in VARIABLE_FIELDS:
-            raise config_checks.ConfigError(
+            raise ConfigError(
                 f'sweep field {field} cannot vary within a sweep (only {", ".join(VARIABLE_FIELDS)}'
                 '); run one sweep per value instead')
         config = ml_collections.ConfigDict(base.to_dict())
         config.update_from_flattened_dict(changes)
-        config_checks.validate(config)
         grid_name = '-'.join(f'{k.split(".")[-1]}{v}' for k, v in zip(grid, values))
-        runs.append(('-'.join(filter(None, [arm, grid_name, f'seed{config.seed}'])), config))
+        name = '-'.join(filter(None, [arm, grid_name, f'seed{config.seed}']))
+        try:
+          config_checks.validate(config)
+        except ConfigError as e:
+          raise ConfigError(f'sweep run {name}: {e}') from None
+        if name in names:
+          raise ConfigError(f'the sweep names two runs {name}: give every arm and grid value '
+                            'once')
+        names.add(name)
+        runs.append((name, config))
   return runs
 
 
 def prepare(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict):
   """The sweep's base config (with its CPU device count) and its (name, config) runs."""
   config_checks.validate(base)
+  _check_sweep(base, sweep)
   base = ml_collections.ConfigDict(base.to_dict())
   base.compute.cpu_devices = sweep.cpu_devices
   return base, expand(base, sweep)
@@ -77,63 +119,81 @@ def runs_per_chunk(base: ml_collections.ConfigDict, num_params: int, requested: 
   return max(1, int(memory // 4 // per_run))
 
 
-def write_table(path: pathlib.Path, rows: list[dict]) -> None:
-  """One CSV row per (run, evaluated round), written atomically."""
+def table_text(rows: list[dict]) -> str:
+  """One CSV row per (run, evaluated round)."""
   columns = list(dict.fromkeys(k for row in rows for k in row))
-  tmp = path.with_suffix('.tmp')
-  with open(tmp, 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-  os.replace(tmp, path)
+  out = io.StringIO(newline='')
+  writer = csv.DictWriter(out, fieldnames=columns)
+  writer.writeheader()
+  writer.writerows(rows)
+  return out.getvalue()
 
 
 def run_sweep(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict,
               workdir: str | None, overwrite: bool = False) -> dict[str, list[dict]]:
   """Runs every run of the sweep; returns {run name: metrics records}.
 
-  A workdir of the same sweep resumes it: finished chunks of runs are kept, an interrupted one
-  continues from its latest checkpoint.
+  A workdir is locked for the whole sweep. One of the same sweep resumes it: finished chunks of
+  runs are kept as they are, an interrupted one continues from its newest verified checkpoint.
   """
   base, runs = prepare(base, sweep)
-  root = pathlib.Path(workdir) if workdir else None
-  if root:
+  if not workdir:
+    return _run_chunks(base, sweep, runs, None)
+  root = pathlib.Path(workdir)
+  with WorkdirLock(workdir):
     prepare_workdir(workdir, {'sweep.json': sweep, 'base_config.json': base}, overwrite)
-    (root / 'sweep.json').write_text(sweep.to_json(indent=2, sort_keys=True) + '\n')
-    (root / 'base_config.json').write_text(base.to_json(indent=2, sort_keys=True) + '\n')
+    for name, config in (('sweep.json', sweep), ('base_config.json', base)):
+      write_atomically(root / name, config.to_json(indent=2, sort_keys=True) + '\n')
+    return _run_chunks(base, sweep, runs, root)
+
+
+def _run_chunks(base, sweep, runs, root: pathlib.Path | None) -> dict[str, list[dict]]:
   devices.configure(base)
-  data = datasets.load_federated(base.data)
+  data = None
   shapes = jax.eval_shape(lambda key: models.create_model(
-      base.model.name, data.num_classes, data.input_dim, key)[1], jax.random.PRNGKey(0))
+      base.model.name, *datasets.model_dims(base.data), key)[1], jax.random.PRNGKey(0))
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes))
   chunk = runs_per_chunk(base, num_params, sweep.max_runs_per_chunk)
   chunks = [runs[i:i + chunk] for i in range(0, len(runs), chunk)]
   logging.info('Sweep of %d runs%s', len(runs),
                f' in {len(chunks)} chunks of up to {chunk} runs (memory)' if len(chunks) > 1 else
                ' in one program')
-  stats = data.statistics()
+  evaluate_at = train.evaluation_rounds(base.num_rounds, base.eval_every)
+  checkpoints = [Checkpoints(root / 'checkpoints' / f'runs{i * chunk}-{i * chunk + len(part)}',
+                             base.checkpoint_every, base.checkpoint_keep) if root else None
+                 for i, part in enumerate(chunks)]
+  for c in filter(None, checkpoints):
+    train.check_rounds_done(c, base.num_rounds, str(root))
   records, rows = {}, []
   for i, part in enumerate(chunks):
     if len(chunks) > 1:
       logging.info('Chunk %d/%d: %d runs', i + 1, len(chunks), len(part))
-    sim = Simulation(base, data, [RunSpec.from_config(c) for _, c in part])
     writers = [RunWriter(str(root / 'runs' / name) if root else None, c) for name, c in part]
     # Named by the runs it holds, so a resumption with other chunk sizes does not mix them up.
-    checkpoints = (Checkpoints(root / 'checkpoints' / f'runs{i * chunk}-{i * chunk + len(part)}',
-                               base.checkpoint_every, base.checkpoint_keep) if root else None)
-    try:
-      train.run_rounds(sim, writers, [name for name, _ in part], checkpoints)
-    finally:
-      if checkpoints:
-        checkpoints.close()
+    restored = checkpoints[i].restore() if root else None
+    if restored and restored.round == base.num_rounds:
+      for writer in writers:
+        train.finish_completed(writer, restored, evaluate_at)
+      logging.info('Chunk %d/%d is complete: kept as it is', i + 1, len(chunks))
+    else:
+      if data is None:
+        data = datasets.load_federated(base.data)
+      sim = Simulation(base, data, [RunSpec.from_config(c) for _, c in part])
+      try:
+        progress = train.run_rounds(sim, writers, [name for name, _ in part], checkpoints[i],
+                                    restored, data.statistics())
+      finally:
+        if checkpoints[i]:
+          checkpoints[i].close()
+      for writer in writers:
+        writer.close(train.summarize(writer.records, progress))
     for (name, c), writer in zip(part, writers):
-      writer.close(train.summarize(writer.records, sim.totals, stats, sim.num_lanes))
       records[name] = writer.records
       arm = name.split('-')[0]
       rows += [{'run': name, 'arm': arm, 'algorithm': c.algorithm.name, 'mu': c.algorithm.mu,
                 'stragglers': c.stragglers.fraction, 'seed': c.seed, **r} for r in writer.records]
     if root:
-      write_table(root / 'results.csv', rows)
+      write_atomically(root / 'results.csv', table_text(rows))
   if root:
     logging.info('Wrote %s and %d run directories', root / 'results.csv', len(runs))
   return records

@@ -1,18 +1,15 @@
 """Checkpoint and resume, determinism, and every bad input answered in one line."""
 import json
-import signal
 import subprocess
 import sys
-import time
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from fedprox_jax import checkpoints
+from fedprox_jax import workdir as workdir_lib
 from tests.cli_test import _data_flags
-from tests.conftest import REPO
+from tests.conftest import REPO, subprocess_env
 
 # 100 clients and short local work: a round takes milliseconds, a run a few seconds.
 FLAGS = ['--config=configs/mnist_fedprox.py', '--config.data.num_clients=100',
@@ -32,57 +29,38 @@ def _records(workdir):
 
 def _final_params(workdir):
   steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
-  path = workdir / 'checkpoints' / str(steps[-1]) / 'default'
-  # As host arrays: the run that saved them may have used other devices than this process.
-  metadata = ocp.PyTreeCheckpointer().metadata(path.absolute()).item_metadata
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata.tree)
-  state = ocp.PyTreeCheckpointer().restore(path.absolute(), restore_args=as_numpy)
-  return steps, state['params']
-
-
-def test_killed_run_resumes_to_the_uninterrupted_result(mnist_env, tmp_path):
-  env, root = mnist_env
-  flags = [*FLAGS, '--config.num_rounds=300', *_data_flags(root)]
-  whole = tmp_path / 'whole'
-  assert _run(env, *flags, f'--workdir={whole}').returncode == 0
-
-  killed = tmp_path / 'killed'
-  proc = subprocess.Popen([sys.executable, '-m', 'fedprox_jax.run', *flags,
-                           f'--workdir={killed}'], cwd=REPO, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    saved = [p for p in (killed / 'checkpoints').glob('*') if p.name.isdigit()] if (
-        killed / 'checkpoints').exists() else []
-    if any(int(p.name) >= 50 for p in saved):
-      proc.send_signal(signal.SIGKILL)
-      break
-    time.sleep(0.01)
-  assert proc.wait() == -signal.SIGKILL, 'the run ended before it could be killed'
-  interrupted_at = len(_records(killed))
-  assert 50 <= interrupted_at - 1 < 300
-
-  result = _run(env, *flags, f'--workdir={killed}')
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert 'Resuming from the checkpoint of round' in result.stderr
-  assert _records(killed) == _records(whole)  # Every record, once, identical.
-  steps_a, params_a = _final_params(whole)
-  steps_b, params_b = _final_params(killed)
-  assert steps_a == steps_b == [295, 300]  # checkpoint_keep = 2.
-  for name in ('kernel', 'bias'):
-    np.testing.assert_array_equal(params_a['Dense_0'][name], params_b['Dense_0'][name])
+  path = workdir / 'checkpoints' / str(steps[-1]) / 'state'
+  # Saved as host arrays: readable whatever devices saved them and this process has.
+  return steps, ocp.StandardCheckpointer().restore(path.absolute())['params']
 
 
 def test_a_checkpoint_resumes_on_other_devices(mnist_env, tmp_path):
-  """Checkpoints are restored onto the resuming process's devices, whatever saved them."""
+  """Checkpoints are restored onto the resuming process's devices, whatever saved them: the run
+  goes on as it would have, up to float summation order (other lanes, other sums: ~1e-7)."""
   env, root = mnist_env
-  flags = [*FLAGS, *_data_flags(root), f'--workdir={tmp_path}', '--config.checkpoint_every=2']
-  first = _run(env, *flags, '--config.num_rounds=4', '--config.compute.cpu_devices=1')
+  flags = [*FLAGS, *_data_flags(root), '--config.checkpoint_every=2']
+  whole = tmp_path / 'whole'
+  result = _run(env, *flags, f'--workdir={whole}', '--config.num_rounds=6',
+                '--config.compute.cpu_devices=1')
+  assert result.returncode == 0, result.stderr[-3000:]
+  moved = tmp_path / 'moved'
+  first = _run(env, *flags, f'--workdir={moved}', '--config.num_rounds=4',
+               '--config.compute.cpu_devices=1')
   assert first.returncode == 0, first.stderr[-3000:]
-  resumed = _run(env, *flags, '--config.num_rounds=6', '--config.compute.cpu_devices=3')
+  resumed = _run(env, *flags, f'--workdir={moved}', '--config.num_rounds=6',
+                 '--config.compute.cpu_devices=3')
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'Resuming from the checkpoint of round 4' in resumed.stderr
-  assert [r['round'] for r in _records(tmp_path)] == list(range(7))
+  got, want = _records(moved), _records(whole)
+  assert [r['round'] for r in got] == [r['round'] for r in want] == list(range(7))
+  assert got[:5] == want[:5]  # The rounds run on the same devices are bit-identical.
+  for a, b in zip(got[5:], want[5:]):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+  (_, params_a), (_, params_b) = _final_params(moved), _final_params(whole)
+  np.testing.assert_allclose(params_a['Dense_0']['kernel'], params_b['Dense_0']['kernel'],
+                             atol=1e-5)
 
 
 def test_workdir_of_another_config_is_refused_unless_overwritten(mnist_env, tmp_path):
@@ -124,17 +102,17 @@ def test_divergence_keeps_earlier_checkpoints(mnist_env, tmp_path):
 
 
 @pytest.mark.parametrize('args, message', [
-    (['--config=configs/nope.py'], "No such file or directory: 'configs/nope.py'"),
+    (['--config=configs/nope.py'], 'error: --config: no config file configs/nope.py'),
     (['--config=configs/mnist_fedprox.py', '--config.algorithm.muu=3'],
-     'Did you mean "mu" instead of "muu"?'),
+     'did you mean algorithm.mu?'),
     (['--config=configs/mnist_fedprox.py', '--config.algorithm.mu=abc'],
      "could not convert string to float: 'abc'"),
     (['--config=configs/mnist_fedprox.py', '--workdir=/dev/null/run'],
      'error: --workdir /dev/null/run cannot be written'),
 ])
-def test_bad_command_lines_fail_in_one_line(mnist_env, args, message):
-  env, _ = mnist_env
-  result = _run(env, *args)
+def test_bad_command_lines_fail_in_one_line(args, message):
+  # Each fails before any data are read: no MNIST needed.
+  result = _run(subprocess_env(), *args)
   assert result.returncode != 0
   assert 'Traceback' not in result.stderr
   last = result.stderr.strip().splitlines()[-1]
@@ -146,7 +124,7 @@ def test_config_differences_ignore_paths_devices_and_rounds():
          'compute': {'num_lanes': 0}}
   new = {'num_rounds': 20, 'algorithm': {'mu': 2.0}, 'data': {'cache_dir': 'b', 'seed': 1},
          'compute': {'num_lanes': 4}}
-  assert checkpoints.config_differences(old, new) == ['algorithm.mu: 1.0 -> 2.0',
+  assert workdir_lib.config_differences(old, new) == ['algorithm.mu: 1.0 -> 2.0',
                                                       'data.seed: 0 -> 1']
 
 

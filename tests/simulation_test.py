@@ -5,7 +5,9 @@ import jax
 import numpy as np
 import pytest
 
+from fedprox_jax import client
 from fedprox_jax import config_checks
+from fedprox_jax import reference
 from fedprox_jax import train
 from fedprox_jax.simulation import RunSpec, Simulation
 from fedprox_jax.writers import RunWriter
@@ -44,9 +46,29 @@ def test_same_config_same_results_other_seed_other_results():
   assert not np.allclose(a['Dense_0']['kernel'], c['Dense_0']['kernel'])
 
 
-def test_no_recompiles_across_rounds_of_different_cohorts():
-  config = tiny_config(num_rounds=6, **{'stragglers.fraction': 0.5})
-  _, sim = _final_params(config)
+def test_rounds_of_different_cohorts_run_one_program_and_match_the_reference():
+  """Cohorts that differ in client sizes, step counts and stragglers all go through the one
+  compiled round program (compiled from shapes, before the first round), and each round equals
+  the plain loop over the same cohort: nothing of one cohort is baked into the program."""
+  config = tiny_config(num_rounds=6, **{'stragglers.fraction': 0.5, 'algorithm.mu': 0.3})
+  data = tiny_data()
+  sim = Simulation(config, data, [RunSpec.from_config(config)])
+  tx = client.make_optimizer(config.client.learning_rate, config.client.weight_decay)
+  ref = reference.make_reference_train_cohort(sim.apply_fn, tx,
+                                              batch_size=config.client.batch_size)
+  params, shapes = sim.initial_params, set()
+  for r in range(1, config.num_rounds + 1):
+    cohort = jax.tree.map(np.asarray, sim.sample(r))
+    want = ref(params, cohort, np.asarray(sim.mu), data.train_x, data.train_y, data.train_offsets,
+               data.train_sizes)
+    params, _ = sim.run_round(params, r)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), params,
+                 want)
+    sizes = data.train_sizes[cohort.clients[0]]
+    shapes.add((tuple(sizes), tuple(cohort.epochs[0]), int(cohort.stragglers[0].sum())))
+  assert len(shapes) == config.num_rounds
+  assert len({s[2] for s in shapes}) > 1  # Straggler counts differ between rounds...
+  assert len({sum(np.array(s[0]) * np.array(s[1])) for s in shapes}) > 1  # ...and so does work.
   assert sim.traces == 1
 
 
@@ -54,14 +76,15 @@ def test_run_rounds_records_and_summary():
   config = tiny_config(num_rounds=4, eval_every=3)
   sim = Simulation(config, tiny_data(), [RunSpec.from_config(config)])
   writer = RunWriter(None, config)
-  train.run_rounds(sim, [writer], ['fedprox'])
+  progress = train.run_rounds(sim, [writer], ['fedprox'])
   assert [r['round'] for r in writer.records] == [0, 3, 4]
   for key in ('train/loss', 'train/accuracy', 'local_test/accuracy', 'test/accuracy',
               'test/loss'):
     assert key in writer.records[-1]
   assert writer.records[-1]['train/loss'] < writer.records[0]['train/loss']
-  summary = train.summarize(writer.records, sim.totals, {}, sim.num_lanes)
+  summary = train.summarize(writer.records, progress)
   assert 0 < summary['program']['real_work_share'] <= 1
+  assert len(progress['round_times']) == 4 and summary['program']['real_steps'] > 0
 
 
 def test_divergence_names_the_round():

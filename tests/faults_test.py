@@ -1,0 +1,160 @@
+"""Faults during a run, through the real command line: kills at random moments, Ctrl-C, a full
+disk, damaged caches. A run either ends exactly as an undisturbed one or stops in one line."""
+import json
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from tests.conftest import REPO, subprocess_env
+
+# Synthetic(1,1) on 12 devices: no data to download, a round in milliseconds.
+SMALL = ['--config=configs/synthetic.py:1_1', '--config.data.num_clients=12',
+         '--config.clients_per_round=4', '--config.client.local_epochs=1',
+         '--config.eval.dissimilarity=False', '--config.compute.cpu_devices=2']
+
+
+# A full disk: the command runs with a file size limit, past which writes fail with EFBIG (and
+# SIGXFSZ, which would kill the process, is ignored).
+_LIMITED = ('import resource, runpy, signal, sys\n'
+            'signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n'
+            'limit = int(sys.argv.pop(1))\n'
+            'resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n'
+            'runpy.run_module("fedprox_jax.run", run_name="__main__", alter_sys=True)\n')
+
+
+def _run(*args, limit_file_size=None):
+  command = (['-c', _LIMITED, str(limit_file_size)] if limit_file_size else
+             ['-m', 'fedprox_jax.run'])
+  return subprocess.run([sys.executable, *command, *args], cwd=REPO, env=subprocess_env(),
+                        capture_output=True, text=True, timeout=600)
+
+
+def _start(*args, log):
+  """The command in the background, its log in the file `log` (a pipe would fill and block it)."""
+  return subprocess.Popen([sys.executable, '-m', 'fedprox_jax.run', *args], cwd=REPO,
+                          env=subprocess_env(), stdout=subprocess.DEVNULL,
+                          stderr=open(log, 'w'), text=True)
+
+
+def _records(workdir):
+  lines = (workdir / 'metrics.jsonl').read_text().splitlines()
+  return [{k: v for k, v in json.loads(l).items() if not k.startswith('time/')} for l in lines]
+
+
+def _logged_rounds(workdir) -> int:
+  try:
+    return (workdir / 'metrics.jsonl').read_bytes().count(b'\n')
+  except FileNotFoundError:
+    return 0
+
+
+def _wait_for_rounds(proc, workdir, rounds: int) -> None:
+  deadline = time.time() + 300
+  while _logged_rounds(workdir) < rounds:
+    assert proc.poll() is None, 'the run ended first'
+    assert time.time() < deadline
+    time.sleep(0.005)
+
+
+def _final_params(workdir, round_index):
+  path = workdir / 'checkpoints' / str(round_index) / 'state'
+  return ocp.StandardCheckpointer().restore(path)['params']['Dense_0']
+
+
+def _last_line(result) -> str:
+  return result.stderr.strip().splitlines()[-1]
+
+
+def test_random_kills_a_damaged_checkpoint_and_a_torn_log_still_end_bit_identical(tmp_path):
+  rng = random.Random(20261125)
+  flags = [*SMALL, '--config.num_rounds=1500', '--config.checkpoint_every=100',
+           '--config.checkpoint_keep=3']
+  whole = tmp_path / 'whole'
+  assert _run(*flags, f'--workdir={whole}').returncode == 0
+
+  run = tmp_path / 'run'
+  progress = 0
+  for _ in range(2):  # Killed twice at random rounds, each time resumed.
+    proc = _start(*flags, f'--workdir={run}', log=tmp_path / 'killed.log')
+    progress = rng.randint(progress + 150, progress + 600)
+    _wait_for_rounds(proc, run, progress)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+  # Then the newest checkpoint is damaged and the log's last line torn, as by a crash mid-write.
+  newest = max(int(p.name) for p in (run / 'checkpoints').iterdir() if p.name.isdigit())
+  for path in (run / 'checkpoints' / str(newest) / 'state').rglob('*'):
+    if path.is_file():
+      path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 3])
+  log = run / 'metrics.jsonl'
+  log.write_bytes(log.read_bytes()[:-25])
+
+  result = _run(*flags, f'--workdir={run}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'Resuming from the older checkpoint of round {newest - 100}' in result.stderr
+  assert 'dropped a partial last line' in result.stderr
+  assert _records(run) == _records(whole)  # Every record once, bit for bit.
+  for name in ('kernel', 'bias'):
+    np.testing.assert_array_equal(_final_params(run, 1500)[name], _final_params(whole, 1500)[name])
+
+
+def test_ctrl_c_says_where_the_run_stands_and_the_rerun_resumes(tmp_path):
+  flags = [*SMALL, '--config.num_rounds=1500', '--config.checkpoint_every=50']
+  run = tmp_path / 'run'
+  proc = _start(*flags, f'--workdir={run}', log=tmp_path / 'log')
+  _wait_for_rounds(proc, run, 120)
+  proc.send_signal(signal.SIGINT)
+  assert proc.wait(timeout=60) == 130
+  stderr = (tmp_path / 'log').read_text()
+  assert 'Traceback' not in stderr
+  last = stderr.strip().splitlines()[-1]
+  match = re.fullmatch(r'interrupted after round (\d+); rerun the same command to resume '
+                       r'\(from the checkpoint of round (\d+)\)', last)
+  assert match, last
+  done, saved = map(int, match.groups())
+  assert saved == done // 50 * 50 and done >= 119
+  result = _run(*flags, f'--workdir={run}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'Resuming from the checkpoint of round {saved}' in result.stderr
+  assert [r['round'] for r in _records(run)] == list(range(1501))
+
+
+def test_a_full_disk_stops_in_one_line_and_the_rerun_resumes(tmp_path):
+  # Checkpoints of a 2000-feature model (80 kB of parameters) hit a 40 kB file size limit long
+  # before metrics.jsonl does.
+  flags = [*SMALL, '--config.data.dim=2000', '--config.checkpoint_every=5',
+           '--config.compute.compilation_cache_dir=']
+  first = _run(*flags, '--config.num_rounds=10', f'--workdir={tmp_path}')
+  assert first.returncode == 0, first.stderr[-3000:]
+  full = _run(*flags, '--config.num_rounds=20', f'--workdir={tmp_path}', limit_file_size=40_000)
+  assert full.returncode == 1 and 'Traceback' not in full.stderr
+  assert _last_line(full) == (
+      f'error: the checkpoint of round 15 could not be written to {tmp_path / "checkpoints"} '
+      '(File too large): free disk space or fix the directory, then rerun the same command to '
+      'resume from the last checkpoint (round 10)')
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()) == [
+      '10', '5']
+  again = _run(*flags, '--config.num_rounds=20', f'--workdir={tmp_path}')
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'Resuming from the checkpoint of round 10' in again.stderr
+  assert [r['round'] for r in _records(tmp_path)] == list(range(21))
+
+
+def test_a_full_disk_under_the_metrics_log_names_it(tmp_path):
+  flags = [*SMALL, '--config.num_rounds=40', '--config.checkpoint_every=1000',
+           '--config.compute.compilation_cache_dir=']
+  full = _run(*flags, f'--workdir={tmp_path}', limit_file_size=3_000)
+  assert full.returncode == 1 and 'Traceback' not in full.stderr
+  assert _last_line(full) == (
+      f'error: {tmp_path / "metrics.jsonl"} could not be written (File too large): free disk '
+      'space or fix the directory, then rerun the same command to resume')
+  again = _run(*flags, f'--workdir={tmp_path}')
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert [r['round'] for r in _records(tmp_path)] == list(range(41))

@@ -1,0 +1,147 @@
+"""Bad input stops before any compute, in one line that names the field and the fix."""
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from configs.sweeps import mnist_figure
+from fedprox_jax import config_checks
+from fedprox_jax import sweeps
+from tests.conftest import REPO, subprocess_env, tiny_config
+
+
+@pytest.mark.parametrize('field, value', [
+    ('seed', 2**32), ('seed', 2**64), ('seed', -1),
+    ('data.seed', 2**32), ('data.seed', -3),
+])
+def test_seeds_outside_32_bits_are_refused(field, value):
+  # JAX keys keep a seed's low 32 bits: 2^32 would silently repeat seed 0.
+  with pytest.raises(config_checks.ConfigError,
+                     match=rf'config.{field} = .* must be an int in \[0, 2\^32 - 1'):
+    config_checks.validate(tiny_config(**{field: value}))
+
+
+def test_the_largest_seed_is_accepted():
+  config_checks.validate(tiny_config(seed=2**32 - 1, **{'data.seed': 2**32 - 1}))
+
+
+def test_a_sweep_whose_seeds_pass_2_32_is_refused():
+  sweep = mnist_figure.get_config()
+  with pytest.raises(config_checks.ConfigError, match=r'seed \+ repeats - 1 = 4294967299'):
+    sweeps.expand(tiny_config(seed=2**32 - 1), sweep)
+  sweep.repeats = 1
+  assert len(sweeps.expand(tiny_config(seed=2**32 - 1), sweep)) == 9
+
+
+@pytest.mark.parametrize('field, value', [
+    ('algorithm.mu', float('inf')), ('client.weight_decay', float('inf')),
+    ('client.learning_rate', float('nan')), ('stragglers.fraction', float('nan')),
+    ('data.train_fraction', float('-inf')),
+])
+def test_every_float_field_must_be_finite(field, value):
+  with pytest.raises(config_checks.ConfigError, match=f'config.{field} = .* must be a finite'):
+    config_checks.validate(tiny_config(**{field: value}))
+
+
+@pytest.mark.parametrize('pool, overrides, most', [
+    ('train', {}, 5420), ('all', {}, 6310),
+    ('train', {'data.examples_per_label': 50}, 540),
+    ('train', {'data.labels_per_client': 5}, 2160),
+])
+def test_a_partition_the_pool_cannot_give_is_refused_with_the_largest_workable(pool, overrides,
+                                                                               most):
+  config = tiny_config(**{'data.pool': pool, 'clients_per_round': 10, **overrides})
+  config.data.num_clients = most
+  config_checks.validate(config)
+  config.data.num_clients = most + 10
+  with pytest.raises(config_checks.ConfigError,
+                     match=f'data.num_clients = {most + 10} is more than .* use at most {most}'):
+    config_checks.validate(config)
+
+
+def test_100000_clients_are_refused():
+  with pytest.raises(config_checks.ConfigError, match='use at most 5420'):
+    config_checks.validate(tiny_config(**{'data.num_clients': 100_000}))
+
+
+def _sweep(**changes):
+  sweep = mnist_figure.get_config()
+  for key, value in changes.items():
+    sweep[key] = value
+  return sweep
+
+
+@pytest.mark.parametrize('sweep, message', [
+    (_sweep(repeats=0), 'sweep.repeats = 0 must be an int >= 1'),
+    (_sweep(max_runs_per_chunk=-1), 'sweep.max_runs_per_chunk = -1 must be an int >= 0'),
+    (_sweep(cpu_devices=-2), 'sweep.cpu_devices = -2 must be an int >= 0'),
+    (_sweep(arms=ml_collections.ConfigDict({'a': {'algorithm': {'muu': 1.0}}})),
+     "sweep arm 'a': the config has no field algorithm.muu: did you mean algorithm.mu"),
+    (_sweep(grid=ml_collections.ConfigDict({'stragglers': {'fractoin': [0.0]}})),
+     'sweep.grid: the config has no field stragglers.fractoin: did you mean stragglers.fraction'),
+    (_sweep(grid=ml_collections.ConfigDict({'stragglers': {'fraction': []}})),
+     'sweep.grid.stragglers.fraction = .* must be a non-empty list'),
+    (_sweep(arms=ml_collections.ConfigDict({'a': {'algorithm': {'mu': -1.0}}})),
+     'sweep run a-fraction0.0-seed0: config.algorithm.mu = -1.0 must be >= 0'),
+    (_sweep(arms=ml_collections.ConfigDict()), 'sweep.arms is empty'),
+    (_sweep(grid=ml_collections.ConfigDict({'stragglers': {'fraction': [0.5, 0.5]}})),
+     'the sweep names two runs fedavg-fraction0.5-seed0'),
+])
+def test_bad_sweeps_are_refused_before_compute(sweep, message, tmp_path):
+  with pytest.raises(config_checks.ConfigError, match=message):
+    sweeps.run_sweep(tiny_config(), sweep, str(tmp_path / 'sweep'))
+  assert not (tmp_path / 'sweep').exists()
+
+
+def test_an_unknown_sweep_field_is_refused():
+  sweep = mnist_figure.get_config()
+  sweep.repeat = 3
+  with pytest.raises(config_checks.ConfigError,
+                     match='the sweep has no field repeat: did you mean repeats'):
+    sweeps.expand(tiny_config(), sweep)
+
+
+# Command lines that fail before any compute; no data needed.
+
+def _run(*args, module='fedprox_jax.run'):
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=subprocess_env(),
+                        capture_output=True, text=True, timeout=300)
+
+
+CONFIG_FILES = {
+    'syntax.py': 'import ml_collections\ndef get_config(:\n  pass\n',
+    'no_get_config.py': 'import ml_collections\nCONFIG = 1\n',
+    'raises.py': ('from configs import mnist_fedprox\ndef get_config():\n'
+                  '  c = mnist_fedprox.get_config()\n  c.seed = undefined_name\n  return c\n'),
+}
+
+
+@pytest.mark.parametrize('name, message', [
+    ('syntax.py', 'syntax.py line 2: invalid syntax'),
+    ('no_get_config.py', 'no_get_config.py has no get_config() function'),
+    ('raises.py', "raises.py line 4: NameError: name 'undefined_name' is not defined"),
+    ('missing.py', 'no config file {dir}/missing.py: give the path of a file'),
+])
+def test_a_broken_config_file_is_named_with_its_line(tmp_path, name, message):
+  if name in CONFIG_FILES:
+    (tmp_path / name).write_text(CONFIG_FILES[name])
+  result = _run(f'--config={tmp_path / name}')
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert lines[-1].startswith('error: --config: ') and message.format(dir=tmp_path) in lines[-1], (
+      lines[-1])
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.foo=3', '--config has no field foo; the fields of the top level are '
+     'algorithm, checkpoint_every'),
+    ('--config.algorithm.zzzzz=3', '--config has no field algorithm.zzzzz; the fields of '
+     'algorithm are adaptive_mu, drop_stragglers, mu, name, weighting'),
+    ('--config.algorithm.muu=3', '--config has no field algorithm.muu: did you mean algorithm.mu?'),
+])
+def test_an_unknown_field_names_the_valid_ones(override, message):
+  result = _run('--config=configs/mnist_fedprox.py', override)
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith(f'error: {message}')
