@@ -1,11 +1,13 @@
-"""fedprox_jax: a JAX/Flax simulator of FedProx and FedAvg under heterogeneity."""
+"""fedprox_jax: a JAX/Flax simulator of federated learning under heterogeneity."""
 import setuptools
 
 setuptools.setup(
     name='fedprox_jax',
-    version='0.1.0',
-    description='FedProx and FedAvg on federated MNIST, vectorized over the cohort in JAX.',
-    packages=['fedprox_jax', 'configs'],
+    version='0.2.0',
+    description='FedProx and the methods it is compared with, on federated MNIST and synthetic '
+    'data, vectorized over the cohort in JAX.',
+    packages=setuptools.find_packages(
+        include=['fedprox_jax', 'fedprox_jax.*', 'configs', 'configs.*']),
     python_requires='>=3.10',
     install_requires=[
         'jax>=0.6',
@@ -21,5 +23,5 @@ setuptools.setup(
         'importlib_resources',  # tensorflow-datasets imports it without declaring it.
         'tensorflow-cpu>=2.16',  # Only to prepare MNIST with TFDS, once; the cache skips it.
     ],
-    extras_require={'test': ['pytest', 'pytest-xdist']},
+    extras_require={'test': ['pytest', 'pytest-xdist', 'ruff==0.17.6', 'yapf==0.43.0']},
 )

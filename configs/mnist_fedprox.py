@@ -42,12 +42,22 @@ def get_config() -> ml_collections.ConfigDict:
   c.client.weight_decay = 0.001  # Coupled L2 as in torch.optim.SGD (the baseline's).
 
   c.algorithm = ml_collections.ConfigDict()
-  c.algorithm.name = 'fedprox'  # A label for logs and tables: 'fedprox' or 'fedavg'.
-  c.algorithm.mu = 1.0  # Proximal coefficient; 0 is plain local SGD.
+  c.algorithm.name = 'fedprox'  # 'fedavg', 'fedprox', 'fednova' or 'scaffold'.
+  c.algorithm.mu = 1.0  # Proximal coefficient of the local objective, for every algorithm;
+  #                       0 is plain local SGD.
   c.algorithm.drop_stragglers = False  # FedAvg's rule: stragglers' work is discarded.
-  c.algorithm.weighting = 'examples'  # Aggregation weights: 'examples' or 'batches' (Flower's).
-  c.algorithm.adaptive_mu = False  # The paper's rule: mu +0.1 when the training loss rises,
+  c.algorithm.weighting = 'examples'  # Client weights: 'examples' or 'batches' (Flower's).
+  c.algorithm.adaptive_mu = False  # FedProx's rule: mu +0.1 when the training loss rises,
   #                                  -0.1 after 5 rounds of falling loss; mu is its start.
+
+  c.server = ml_collections.ConfigDict()  # The server optimizer, fed -Delta of each round.
+  c.server.optimizer = 'sgd'  # 'sgd', 'momentum' (FedAvgM), 'adam', 'yogi' or 'adagrad'.
+  c.server.learning_rate = 0.0  # eta; 0 takes the optimizer's default: 1 for sgd (the model
+  #                               becomes the clients' weighted mean), tuned ones otherwise.
+  c.server.momentum = 0.9  # beta of 'momentum'.
+  c.server.b1 = 0.9  # Momentum of 'adam', 'yogi', 'adagrad'.
+  c.server.b2 = 0.99  # Second-moment decay of 'adam', 'yogi'.
+  c.server.eps = 1e-3  # tau of Reddi et al.: adaptivity of 'adam', 'yogi', 'adagrad'.
 
   c.stragglers = ml_collections.ConfigDict()
   c.stragglers.fraction = 0.9

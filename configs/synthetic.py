@@ -13,8 +13,12 @@ import ml_collections
 from configs import mnist_fedprox
 
 # variant -> (alpha, beta, iid)
-VARIANTS = {'iid': (0.0, 0.0, True), '0_0': (0.0, 0.0, False), '0.5_0.5': (0.5, 0.5, False),
-            '1_1': (1.0, 1.0, False)}
+VARIANTS = {
+    'iid': (0.0, 0.0, True),
+    '0_0': (0.0, 0.0, False),
+    '0.5_0.5': (0.5, 0.5, False),
+    '1_1': (1.0, 1.0, False)
+}
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:

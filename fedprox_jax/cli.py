@@ -2,22 +2,15 @@
 import importlib.util
 import os
 import re
+import signal
 import sys
 import traceback
 
 from absl import flags
 from absl import logging
 
-from fedprox_jax import checkpoints
-from fedprox_jax import config_checks
-from fedprox_jax import mnist
-from fedprox_jax import train
-from fedprox_jax import writers
-
-# Failures whose message already says what is wrong and what to do: no traceback for these.
-KNOWN_FAILURES = (config_checks.ConfigError, mnist.DataError, train.NonFiniteError,
-                  checkpoints.CheckpointError, writers.LogError, writers.WriteError)
-INTERRUPTED_EXIT = 130  # 128 + SIGINT, as shells report a process stopped by Ctrl-C.
+from fedprox_jax import config_fields
+from fedprox_jax import errors
 
 
 def _one_line(e: BaseException) -> str:
@@ -29,6 +22,8 @@ def _load_config_file(spec: str):
   """The config of a config_flags spec ('path' or 'path:argument'), loaded as config_flags does."""
   path, _, argument = spec.partition(':')
   module_spec = importlib.util.spec_from_file_location('config_file', path)
+  if module_spec is None:
+    raise ValueError(f'{path} is not a Python file')
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(argument) if argument else module.get_config()
@@ -38,14 +33,18 @@ def _config_file_problem(e: BaseException, spec: str) -> str:
   """A failure to load config file `spec` in the user's words, with the file and line."""
   path = spec.partition(':')[0]
   cause = e.__cause__ or e
+  if os.path.isfile(path) and not path.endswith('.py'):
+    return f'{path} is not a Python config file: give a .py file with a get_config() function'
   if isinstance(cause, SyntaxError):
     return f'{cause.filename} line {cause.lineno}: {cause.msg}'
   if isinstance(cause, OSError) and not os.path.isfile(path):
     return f'no config file {path}: give the path of a file such as configs/mnist_fedprox.py'
   if "has no attribute 'get_config'" in str(cause):
     return f'{path} has no get_config() function: define one that returns the config'
-  frames = [f for f in traceback.extract_tb(cause.__traceback__)
-            if os.path.abspath(f.filename) == os.path.abspath(path)]
+  frames = [
+      f for f in traceback.extract_tb(cause.__traceback__)
+      if os.path.abspath(f.filename) == os.path.abspath(path)
+  ]
   where = f'{path} line {frames[-1].lineno}' if frames else path
   return f'{where}: {type(cause).__name__}: {_one_line(cause)}'
 
@@ -60,12 +59,12 @@ def _unknown_override(argv: list[str]) -> str | None:
       continue
     name, field = match.groups()
     try:
-      known = list(config_checks.flatten(_load_config_file(specs[name])))
+      known = list(config_fields.flatten(_load_config_file(specs[name])))
     except Exception:  # pylint: disable=broad-except
       return None  # The file itself is at fault; absl's message says how.
     groups = {k.rsplit('.', i)[0] for k in known for i in range(1, k.count('.') + 1)}
     if field not in known and field not in groups:
-      return config_checks.unknown_field_message(field, known, f'--{name}')
+      return config_fields.unknown_field_message(field, known, f'--{name}')
   return None
 
 
@@ -115,18 +114,40 @@ def _quiet_closed_event_loops(hook):
   return quiet
 
 
+def _stop_on(signum: int) -> None:
+  """SIGTERM (a scheduler's notice) stops a run as Ctrl-C does, between two steps."""
+
+  def handler(received, frame):
+    del frame
+    global _STOPPED_BY
+    _STOPPED_BY = received
+    raise KeyboardInterrupt
+
+  signal.signal(signum, handler)
+
+
+_STOPPED_BY = signal.SIGINT
+
+
+def check_no_arguments(argv: list[str]) -> None:
+  """Flags only: a stray word (`--overwrite false`) would otherwise be ignored."""
+  if len(argv) > 1:
+    sys.exit(f'error: unexpected argument {argv[1]!r}: give every flag as --name=value')
+
+
 def run(main) -> None:
   """Calls main(); a known failure or an interruption ends the process with one line."""
   sys.unraisablehook = _quiet_closed_event_loops(sys.unraisablehook)
+  _stop_on(signal.SIGTERM)
   try:
     main()
-  except KNOWN_FAILURES as e:
+  except errors.USER_ERRORS as e:  # Their message says what is wrong and what to do.
     logging.debug('%s', e, exc_info=True)
     sys.exit(f'error: {e}')
-  except train.Interrupted as e:
+  except errors.Interrupted as e:
     print(e, file=sys.stderr)
-    sys.exit(INTERRUPTED_EXIT)
+    sys.exit(128 + _STOPPED_BY)
   except KeyboardInterrupt:
-    print('interrupted before the first round; rerun the same command to start again',
+    print('interrupted; rerun the same command: a run resumes from its last checkpoint',
           file=sys.stderr)
-    sys.exit(INTERRUPTED_EXIT)
+    sys.exit(128 + _STOPPED_BY)

@@ -10,10 +10,16 @@ matplotlib.use('Agg')  # Files only; no display needed.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-LABELS = {'train/loss': 'training loss', 'test/accuracy': 'test accuracy',
-          'local_test/accuracy': 'local test accuracy', 'test/loss': 'test loss',
-          'local_test/loss': 'local test loss', 'train/accuracy': 'training accuracy',
-          'train/dissimilarity': 'variance of local gradients', 'mu': 'mu'}
+LABELS = {
+    'train/loss': 'training loss',
+    'test/accuracy': 'test accuracy',
+    'local_test/accuracy': 'local test accuracy',
+    'test/loss': 'test loss',
+    'local_test/loss': 'local test loss',
+    'train/accuracy': 'training accuracy',
+    'train/dissimilarity': 'variance of local gradients',
+    'mu': 'mu'
+}
 
 
 def read_table(path: pathlib.Path) -> list[dict]:
@@ -70,12 +76,15 @@ def final_table(rows: list[dict], metric: str = 'test/accuracy', last: int = 10)
   lines = [f'| stragglers | {" | ".join(arms)} |', '|---' * (len(arms) + 1) + '|']
   for fraction in sorted({f for f, _ in cells}):
     values = [cells.get((fraction, arm), []) for arm in arms]
-    lines.append(f'| {fraction:.0%} | ' + ' | '.join(
-        f'{np.mean(v):.3f} +- {np.std(v):.3f}' if v else '-' for v in values) + ' |')
+    lines.append(f'| {fraction:.0%} | ' +
+                 ' | '.join(f'{np.mean(v):.3f} +- {np.std(v):.3f}' if v else '-' for v in values) +
+                 ' |')
   return '\n'.join(lines)
 
 
-def plot_sweep(sweep_dir: str, metrics=('train/loss', 'test/accuracy'), out_name: str = 'figure',
+def plot_sweep(sweep_dir: str,
+               metrics=('train/loss', 'test/accuracy'),
+               out_name: str = 'figure',
                dpi: int = 120) -> list[pathlib.Path]:
   """Columns = straggler fractions, rows = metrics, a line per arm: mean over seeds, +-1 std."""
   sweep_dir = pathlib.Path(sweep_dir)
@@ -85,8 +94,11 @@ def plot_sweep(sweep_dir: str, metrics=('train/loss', 'test/accuracy'), out_name
     raise ValueError(f'{sweep_dir / "results.csv"} has none of the metrics to plot')
   fractions = sorted({float(r['stragglers']) for r in rows})
   arms = list(dict.fromkeys(r['arm'] for r in rows))
-  fig, axes = plt.subplots(len(metrics), len(fractions), squeeze=False,
-                           figsize=(4.2 * len(fractions), 3.2 * len(metrics)), sharex=True)
+  fig, axes = plt.subplots(len(metrics),
+                           len(fractions),
+                           squeeze=False,
+                           figsize=(4.2 * len(fractions), 3.2 * len(metrics)),
+                           sharex=True)
   for i, metric in enumerate(metrics):
     data = curves(rows, metric)
     for j, fraction in enumerate(fractions):
@@ -106,7 +118,7 @@ def plot_sweep(sweep_dir: str, metrics=('train/loss', 'test/accuracy'), out_name
 
 
 def plot_run(run_dir: str) -> pathlib.Path:
-  """Every loss and accuracy of one run's metrics.jsonl against the round, as run_dir/metrics.png."""
+  """Every loss and accuracy of one run's metrics.jsonl against the round: run_dir/metrics.png."""
   run_dir = pathlib.Path(run_dir)
   records = [json.loads(line) for line in (run_dir / 'metrics.jsonl').read_text().splitlines()]
   if not records:
@@ -130,12 +142,19 @@ def plot_run(run_dir: str) -> pathlib.Path:
   return path
 
 
-def plot_datasets(sweep_dirs: dict[str, str], metrics, arms, path: str,
+def plot_datasets(sweep_dirs: dict[str, str],
+                  metrics,
+                  arms,
+                  path: str,
                   log_scale: tuple[str, ...] = ()) -> pathlib.Path:
-  """Columns = datasets (one sweep each), rows = metrics, a line per arm (mean over seeds, +-1 std)."""
+  """Columns = datasets (one sweep each), rows = metrics, a line per arm: mean over seeds, +-1
+  std."""
   tables = {label: read_table(pathlib.Path(d) / 'results.csv') for label, d in sweep_dirs.items()}
-  fig, axes = plt.subplots(len(metrics), len(tables), squeeze=False,
-                           figsize=(3.6 * len(tables), 2.8 * len(metrics)), sharex=True)
+  fig, axes = plt.subplots(len(metrics),
+                           len(tables),
+                           squeeze=False,
+                           figsize=(3.6 * len(tables), 2.8 * len(metrics)),
+                           sharex=True)
   for j, (label, rows) in enumerate(tables.items()):
     for i, metric in enumerate(metrics):
       data = curves(rows, metric)

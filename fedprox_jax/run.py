@@ -1,25 +1,34 @@
 """Command line: python -m fedprox_jax.run --config=configs/mnist_fedprox.py --workdir=DIR."""
-from absl import app
-from absl import flags
-from ml_collections import config_flags
+import sys
 
-from fedprox_jax import cli
-from fedprox_jax import train
+try:  # Ctrl-C while the libraries load: no traceback for that either.
+  from absl import app
+  from absl import flags
+  from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+  from fedprox_jax import cli
+  from fedprox_jax import experiment
+except KeyboardInterrupt:
+  sys.exit(130)
+
+_CONFIG = config_flags.DEFINE_config_file('config',
+                                          None,
+                                          'Experiment config file.',
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where config.json, metrics.jsonl, summary.json '
-                               'and checkpoints go; none are written if unset. A workdir with a '
-                               'checkpoint of the same config is resumed.')
-_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start over in a workdir that holds another '
-                               "config's run, or a run that cannot be resumed (its files are "
-                               'deleted).')
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Where config.json, metrics.jsonl, summary.json '
+    'and checkpoints go; none are written if unset. A workdir with a '
+    'checkpoint of the same config is resumed.')
+_OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Start over in a workdir that holds another '
+    "config's run, or a run that cannot be resumed (its files are "
+    'deleted).')
 
 
 def main(argv):
-  del argv
+  cli.check_no_arguments(argv)
   config = cli.config_value(_CONFIG, 'config')
-  cli.run(lambda: train.train_and_evaluate(config, _WORKDIR.value, _OVERWRITE.value))
+  cli.run(lambda: experiment.train_and_evaluate(config, _WORKDIR.value, _OVERWRITE.value))
 
 
 if __name__ == '__main__':

@@ -1,25 +1,36 @@
 """Command line: python -m fedprox_jax.sweep --config=BASE.py --sweep=SWEEP.py --workdir=DIR."""
-from absl import app
-from absl import flags
-from ml_collections import config_flags
+import sys
 
-from fedprox_jax import cli
-from fedprox_jax import sweeps
+try:  # Ctrl-C while the libraries load: no traceback for that either.
+  from absl import app
+  from absl import flags
+  from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Base experiment config file.',
+  from fedprox_jax import cli
+  from fedprox_jax import experiment
+except KeyboardInterrupt:
+  sys.exit(130)
+
+_CONFIG = config_flags.DEFINE_config_file('config',
+                                          None,
+                                          'Base experiment config file.',
                                           lock_config=True)
-_SWEEP = config_flags.DEFINE_config_file('sweep', None, 'Sweep config file (arms, grid, '
-                                         'repeats).', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where results.csv and runs/NAME/ go; a workdir '
-                               'of the same sweep is resumed.')
-_OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start over in a workdir that holds another '
-                               'sweep, or one that cannot be resumed (its files are deleted).')
+_SWEEP = config_flags.DEFINE_config_file('sweep',
+                                         None, 'Sweep config file (arms, grid, '
+                                         'repeats).',
+                                         lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Where results.csv and runs/NAME/ go; a workdir '
+    'of the same sweep is resumed.')
+_OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Start over in a workdir that holds another '
+    'sweep, or one that cannot be resumed (its files are deleted).')
 
 
 def main(argv):
-  del argv
+  cli.check_no_arguments(argv)
   base, sweep = cli.config_value(_CONFIG, 'config'), cli.config_value(_SWEEP, 'sweep')
-  cli.run(lambda: sweeps.run_sweep(base, sweep, _WORKDIR.value, _OVERWRITE.value))
+  cli.run(lambda: experiment.run_sweep(base, sweep, _WORKDIR.value, _OVERWRITE.value))
 
 
 if __name__ == '__main__':

@@ -16,7 +16,8 @@ def main() -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('directory', help='a sweep directory (with results.csv), or a run directory')
   parser.add_argument('--run', action='store_true', help='plot one run (metrics.jsonl)')
-  parser.add_argument('--metrics', default='train/loss,test/accuracy',
+  parser.add_argument('--metrics',
+                      default='train/loss,test/accuracy',
                       help='rows of the sweep figure (default: %(default)s)')
   args = parser.parse_args()
   try:
@@ -27,8 +28,8 @@ def main() -> None:
       rows = plots.read_table(pathlib.Path(args.directory) / 'results.csv')
       metric = 'test/accuracy' if rows and rows[0].get('test/accuracy') else 'local_test/accuracy'
       table = plots.final_table(rows, metric)
-      (pathlib.Path(args.directory) / 'table.md').write_text(
-          f'{metric}, mean over the last 10 rounds; mean +- std over seeds\n\n{table}\n')
+      (pathlib.Path(args.directory) / 'table.md'
+      ).write_text(f'{metric}, mean over the last 10 rounds; mean +- std over seeds\n\n{table}\n')
       print(table)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f'error: {e}')

@@ -13,13 +13,18 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 # pylint: disable=g-import-not-at-top
 from absl import logging
+
 from configs import synthetic as synthetic_config
 from configs.sweeps import synthetic as synthetic_sweep
+from fedprox_jax import experiment
 from fedprox_jax import plots
-from fedprox_jax import sweeps
 
-NAMES = {'iid': 'Synthetic-IID', '0_0': 'Synthetic(0,0)', '0.5_0.5': 'Synthetic(0.5,0.5)',
-         '1_1': 'Synthetic(1,1)'}
+NAMES = {
+    'iid': 'Synthetic-IID',
+    '0_0': 'Synthetic(0,0)',
+    '0.5_0.5': 'Synthetic(0.5,0.5)',
+    '1_1': 'Synthetic(1,1)'
+}
 
 
 def main() -> None:
@@ -31,14 +36,16 @@ def main() -> None:
   for variant, name in NAMES.items():
     tick = time.perf_counter()
     dirs[name] = str(root / variant)
-    sweeps.run_sweep(synthetic_config.get_config(variant), synthetic_sweep.get_config(variant),
-                     dirs[name])
+    experiment.run_sweep(synthetic_config.get_config(variant), synthetic_sweep.get_config(variant),
+                         dirs[name])
     print(f'{name}: 9 runs in {time.perf_counter() - tick:.1f} s')
-  print(plots.plot_datasets(dirs, ('train/loss', 'train/dissimilarity'), ('mu0', 'mu1'),
-                            root / 'figure2.png', log_scale=('train/dissimilarity',)))
-  print(plots.plot_datasets({k: dirs[k] for k in ('Synthetic-IID', 'Synthetic(1,1)')},
-                            ('train/loss', 'mu'), ('mu0', 'mu1', 'adaptive'),
-                            root / 'figure3.png'))
+  print(
+      plots.plot_datasets(dirs, ('train/loss', 'train/dissimilarity'), ('mu0', 'mu1'),
+                          root / 'figure2.png',
+                          log_scale=('train/dissimilarity',)))
+  print(
+      plots.plot_datasets({k: dirs[k] for k in ('Synthetic-IID', 'Synthetic(1,1)')},
+                          ('train/loss', 'mu'), ('mu0', 'mu1', 'adaptive'), root / 'figure3.png'))
   for name, directory in dirs.items():
     print(f'\n{name}: training loss, mean of rounds 191-200')
     print(plots.final_table(plots.read_table(pathlib.Path(directory) / 'results.csv'),

@@ -7,19 +7,27 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from fedprox_jax import workdir as workdir_lib
+from fedprox_jax.experiment import workdir as workdir_lib
 from tests.cli_test import _data_flags
-from tests.conftest import REPO, subprocess_env
+from tests.conftest import REPO
+from tests.conftest import subprocess_env
 
 # 100 clients and short local work: a round takes milliseconds, a run a few seconds.
-FLAGS = ['--config=configs/mnist_fedprox.py', '--config.data.num_clients=100',
-         '--config.clients_per_round=5', '--config.client.local_epochs=2',
-         '--config.checkpoint_every=5', '--config.checkpoint_keep=2']
+FLAGS = [
+    '--config=configs/mnist_fedprox.py', '--config.data.num_clients=100',
+    '--config.clients_per_round=5', '--config.client.local_epochs=2', '--config.checkpoint_every=5',
+    '--config.checkpoint_keep=2'
+]
 
 
 def _run(env, *args, **kwargs):
-  return subprocess.run([sys.executable, '-m', 'fedprox_jax.run', *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=600, **kwargs)
+  return subprocess.run([sys.executable, '-m', 'fedprox_jax.run', *args],
+                        cwd=REPO,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=600,
+                        **kwargs)
 
 
 def _records(workdir):
@@ -31,7 +39,8 @@ def _final_params(workdir):
   steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
   path = workdir / 'checkpoints' / str(steps[-1]) / 'state'
   # Saved as host arrays: readable whatever devices saved them and this process has.
-  return steps, ocp.StandardCheckpointer().restore(path.absolute())['params']
+  state = ocp.StandardCheckpointer().restore(path.absolute())
+  return steps, {'Dense_0': {k: state[f'server.params.Dense_0.{k}'] for k in ('kernel', 'bias')}}
 
 
 def test_a_checkpoint_resumes_on_other_devices(mnist_env, tmp_path):
@@ -51,6 +60,7 @@ def test_a_checkpoint_resumes_on_other_devices(mnist_env, tmp_path):
                  '--config.compute.cpu_devices=3')
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'Resuming from the checkpoint of round 4' in resumed.stderr
+  assert 'Resuming on 3 lanes where the checkpoint ran 1' in resumed.stderr
   got, want = _records(moved), _records(whole)
   assert [r['round'] for r in got] == [r['round'] for r in want] == list(range(7))
   assert got[:5] == want[:5]  # The rounds run on the same devices are bit-identical.
@@ -59,7 +69,8 @@ def test_a_checkpoint_resumes_on_other_devices(mnist_env, tmp_path):
     for key in a:
       np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
   (_, params_a), (_, params_b) = _final_params(moved), _final_params(whole)
-  np.testing.assert_allclose(params_a['Dense_0']['kernel'], params_b['Dense_0']['kernel'],
+  np.testing.assert_allclose(params_a['Dense_0']['kernel'],
+                             params_b['Dense_0']['kernel'],
                              atol=1e-5)
 
 
@@ -84,9 +95,11 @@ def test_divergence_keeps_earlier_checkpoints(mnist_env, tmp_path):
   env, root = mnist_env
   # Weight decay with lr * decay > 2 multiplies the weights by |1 - lr * decay| = 1.1 a step:
   # they overflow after several rounds, once checkpoints exist.
-  flags = [*FLAGS, '--config.num_rounds=40', '--config.checkpoint_every=1',
-           '--config.client.learning_rate=2100', '--config.algorithm.mu=0', *_data_flags(root),
-           f'--workdir={tmp_path}']
+  flags = [
+      *FLAGS, '--config.num_rounds=40', '--config.checkpoint_every=1',
+      '--config.client.learning_rate=2100', '--config.algorithm.mu=0', *_data_flags(root),
+      f'--workdir={tmp_path}'
+  ]
   result = _run(env, *flags)
   assert result.returncode != 0
   last = result.stderr.strip().splitlines()[-1]
@@ -103,12 +116,12 @@ def test_divergence_keeps_earlier_checkpoints(mnist_env, tmp_path):
 
 @pytest.mark.parametrize('args, message', [
     (['--config=configs/nope.py'], 'error: --config: no config file configs/nope.py'),
-    (['--config=configs/mnist_fedprox.py', '--config.algorithm.muu=3'],
-     'did you mean algorithm.mu?'),
-    (['--config=configs/mnist_fedprox.py', '--config.algorithm.mu=abc'],
-     "could not convert string to float: 'abc'"),
-    (['--config=configs/mnist_fedprox.py', '--workdir=/dev/null/run'],
-     'error: --workdir /dev/null/run cannot be written'),
+    (['--config=configs/mnist_fedprox.py', '--config.algorithm.muu=3'
+     ], 'did you mean algorithm.mu?'),
+    (['--config=configs/mnist_fedprox.py', '--config.algorithm.mu=abc'
+     ], "could not convert string to float: 'abc'"),
+    (['--config=configs/mnist_fedprox.py', '--workdir=/dev/null/run'
+     ], 'error: --workdir /dev/null/run cannot be written'),
 ])
 def test_bad_command_lines_fail_in_one_line(args, message):
   # Each fails before any data are read: no MNIST needed.
@@ -120,17 +133,49 @@ def test_bad_command_lines_fail_in_one_line(args, message):
 
 
 def test_config_differences_ignore_paths_devices_and_rounds():
-  old = {'num_rounds': 10, 'algorithm': {'mu': 1.0}, 'data': {'cache_dir': 'a', 'seed': 0},
-         'compute': {'num_lanes': 0}}
-  new = {'num_rounds': 20, 'algorithm': {'mu': 2.0}, 'data': {'cache_dir': 'b', 'seed': 1},
-         'compute': {'num_lanes': 4}}
-  assert workdir_lib.config_differences(old, new) == ['algorithm.mu: 1.0 -> 2.0',
-                                                      'data.seed: 0 -> 1']
+  old = {
+      'num_rounds': 10,
+      'algorithm': {
+          'mu': 1.0
+      },
+      'data': {
+          'cache_dir': 'a',
+          'seed': 0
+      },
+      'compute': {
+          'num_lanes': 0
+      }
+  }
+  new = {
+      'num_rounds': 20,
+      'algorithm': {
+          'mu': 2.0
+      },
+      'data': {
+          'cache_dir': 'b',
+          'seed': 1
+      },
+      'compute': {
+          'num_lanes': 4
+      }
+  }
+  assert workdir_lib.config_differences(old,
+                                        new) == ['algorithm.mu: 1.0 -> 2.0', 'data.seed: 0 -> 1']
+
+
+def test_a_workdir_from_before_the_server_fields_resumes_with_their_old_behaviour():
+  old = {'algorithm': {'mu': 1.0}}  # Written before config.server existed: plain FedAvg server.
+  new = {'algorithm': {'mu': 1.0}, 'server': {'optimizer': 'sgd', 'learning_rate': 0.0}}
+  assert workdir_lib.config_differences(old, new) == []
+  new['server']['optimizer'] = 'adam'
+  assert workdir_lib.config_differences(old, new) == ["server.optimizer: 'sgd' -> 'adam'"]
 
 
 def test_no_data_and_no_network_fails_at_once(monkeypatch, tmp_path):
-  from fedprox_jax import mnist  # pylint: disable=g-import-not-at-top
+  from fedprox_jax import errors  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.tasks import mnist_files as mnist  # pylint: disable=g-import-not-at-top
   monkeypatch.delenv(mnist.MANUAL_DIR_ENV, raising=False)
   monkeypatch.setattr(mnist, '_reachable', lambda host: False)
-  with pytest.raises(mnist.DataError, match=r'cannot be reached \(offline\?\): set data.manual_dir'):
+  with pytest.raises(errors.DataError,
+                     match=r'cannot be reached \(offline\?\): set data.manual_dir'):
     mnist.load_mnist(str(tmp_path / 'tfds'), manual_dir='')

@@ -6,19 +6,28 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, mnist_manual_dir
+from tests.conftest import REPO
+from tests.conftest import mnist_manual_dir
 
-SMALL = ['--config.num_rounds=2', '--config.data.num_clients=100', '--config.clients_per_round=5',
-         '--config.client.local_epochs=2']
+SMALL = [
+    '--config.num_rounds=2', '--config.data.num_clients=100', '--config.clients_per_round=5',
+    '--config.client.local_epochs=2'
+]
 
 
 def _run(env, *args):
-  return subprocess.run([sys.executable, '-m', 'fedprox_jax.run', *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=600)
+  return subprocess.run([sys.executable, '-m', 'fedprox_jax.run', *args],
+                        cwd=REPO,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=600)
 
 
 def _data_flags(root, manual_dir=None):
-  flags = [f'--config.data.tfds_data_dir={root / "tfds"}', f'--config.data.cache_dir={root / "cache"}']
+  flags = [
+      f'--config.data.tfds_data_dir={root / "tfds"}', f'--config.data.cache_dir={root / "cache"}'
+  ]
   if manual_dir:
     flags.append(f'--config.data.manual_dir={manual_dir}')
   return flags
@@ -42,14 +51,18 @@ def test_cli_writes_config_metrics_and_summary(mnist_env, tmp_path):
   assert summary['final/round'] == 2 and summary['data']['clients'] == 100
 
   # A second run reads the cached partition and never imports TensorFlow.
-  code = ('import sys; from fedprox_jax import train; from configs import mnist_fedprox\n'
+  code = ('import sys; from fedprox_jax import experiment; from configs import mnist_fedprox\n'
           'c = mnist_fedprox.get_config(); c.num_rounds = 1; c.data.num_clients = 100\n'
           f'c.clients_per_round = 5; c.data.cache_dir = {str(root / "cache")!r}\n'
           'c.data.manual_dir = "/nonexistent"\n'
-          'train.train_and_evaluate(c)\n'
+          'experiment.train_and_evaluate(c)\n'
           'assert "tensorflow" not in sys.modules, "TensorFlow was imported"\n')
-  second = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+  second = subprocess.run([sys.executable, '-c', code],
+                          cwd=REPO,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=600)
   assert second.returncode == 0, second.stderr[-3000:]
 
 

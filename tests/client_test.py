@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedprox_jax import client
-from fedprox_jax import models
+from fedprox_jax.core import client
+from fedprox_jax.tasks import models
 
 
 def test_proximal_gradient_is_loss_gradient_plus_mu_times_distance():
@@ -40,8 +40,9 @@ def test_sgd_step_matches_torch_style_weight_decay():
   x = np.ones((2, 5), np.float32)
   y = np.array([0, 1])
   mask = np.ones(2, np.float32)
-  tx = client.make_optimizer(0.1, 0.01)
-  new, _, _ = client.sgd_step(apply_fn, tx, params, tx.init(params), params, x, y, mask, 0.0)
+  hp = {'learning_rate': 0.1, 'weight_decay': 0.01, 'mu': 0.0}
+  tx = client.local_optimizer(0.1, 0.01)
+  new, _, _ = client.local_step(apply_fn, params, tx.init(params), params, x, y, mask, hp)
   g = jax.grad(lambda p: client.masked_cross_entropy(apply_fn, p, x, y, mask))(params)
   want = jax.tree.map(lambda p, g: p - 0.1 * (g + 0.01 * p), params, g)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), new, want)
@@ -53,5 +54,5 @@ def test_cnn_shapes():
   sizes = [p.size for p in jax.tree.leaves(params)]
   # 5x5x1x32+32, 5x5x32x64+64, 3136x512+512, 512x10+10.
   assert sum(sizes) == 832 + 51264 + 1606144 + 5130
-  assert optax.softmax_cross_entropy_with_integer_labels(
-      apply_fn(params, jnp.zeros((1, 784))), jnp.array([0])).shape == (1,)
+  assert optax.softmax_cross_entropy_with_integer_labels(apply_fn(params, jnp.zeros((1, 784))),
+                                                         jnp.array([0])).shape == (1,)

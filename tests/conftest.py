@@ -7,14 +7,17 @@ import numpy as np
 import pytest
 
 from configs import mnist_fedprox
-from fedprox_jax import mnist
-from fedprox_jax.datasets import FederatedData
+from fedprox_jax.engine import run_settings
+from fedprox_jax.tasks import mnist_files as mnist
+from fedprox_jax.tasks.federated_data import FederatedData
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / 'shared' / 'mnist'
 
 
-def tiny_data(num_clients: int = 12, dim: int = 16, num_classes: int = 4,
+def tiny_data(num_clients: int = 12,
+              dim: int = 16,
+              num_classes: int = 4,
               seed: int = 0) -> FederatedData:
   """Clients of uneven sizes (3 to 37 training examples), so batches are partial."""
   rng = np.random.default_rng(seed)
@@ -29,8 +32,27 @@ def tiny_data(num_clients: int = 12, dim: int = 16, num_classes: int = 4,
   train_x, train_y = examples(int(train_sizes.sum()))
   test_x, test_y = examples(int(test_sizes.sum()))
   central_x, central_y = examples(50)
-  return FederatedData(train_x, train_y, train_sizes, test_x, test_y, test_sizes, central_x,
-                       central_y, num_classes=num_classes)
+  return FederatedData(train_x,
+                       train_y,
+                       train_sizes,
+                       test_x,
+                       test_y,
+                       test_sizes,
+                       central_x,
+                       central_y,
+                       num_classes=num_classes)
+
+
+def with_changes(config: ml_collections.ConfigDict, **changes) -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted fields changed: with_changes(c, **{'algorithm.mu': 0.0})."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.update_from_flattened_dict(changes)
+  return config
+
+
+def settings(config: ml_collections.ConfigDict, **changes) -> run_settings.RunSettings:
+  """The run settings of `config` with dotted fields changed."""
+  return run_settings.from_config(with_changes(config, **changes))
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
@@ -56,14 +78,15 @@ def under_ci() -> bool:
 def mnist_manual_dir() -> str:
   """The folder of the four MNIST files: $FEDPROX_JAX_MNIST_DIR, else ../shared/mnist. Under CI a
   missing folder fails the test that needs it; elsewhere '' lets TFDS download MNIST itself."""
-  folder = os.environ.get(mnist.MANUAL_DIR_ENV) or (str(SHARED_MNIST) if SHARED_MNIST.is_dir()
-                                                     else '')
+  folder = os.environ.get(
+      mnist.MANUAL_DIR_ENV) or (str(SHARED_MNIST) if SHARED_MNIST.is_dir() else '')
   if folder and pathlib.Path(folder).is_dir():
     return folder
   if under_ci():
-    pytest.fail(f'MNIST is not available under CI: set ${mnist.MANUAL_DIR_ENV} to a folder with '
-                f'the four official MNIST .gz files (looked in {folder or SHARED_MNIST})',
-                pytrace=False)
+    pytest.fail(
+        f'MNIST is not available under CI: set ${mnist.MANUAL_DIR_ENV} to a folder with '
+        f'the four official MNIST .gz files (looked in {folder or SHARED_MNIST})',
+        pytrace=False)
   return ''
 
 

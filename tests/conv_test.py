@@ -4,11 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fedprox_jax import conv
+from fedprox_jax.tasks import conv
 
 
 def _reference(x, kernel):
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+  return jax.lax.conv_general_dilated(x,
+                                      kernel, (1, 1),
+                                      'SAME',
                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 

@@ -6,21 +6,25 @@ import sys
 import jax
 import numpy as np
 
-from fedprox_jax.simulation import RunSpec, Simulation
-from tests.conftest import REPO, tiny_config, tiny_data
+from fedprox_jax.engine.simulation import Simulation
+from tests.conftest import REPO
+from tests.conftest import settings
+from tests.conftest import tiny_config
+from tests.conftest import tiny_data
 
 _FOUR_DEVICES = '''
 import sys, jax, numpy as np
-from fedprox_jax.simulation import RunSpec, Simulation
-from tests.conftest import tiny_config, tiny_data
+from fedprox_jax.engine.simulation import Simulation
+from tests.conftest import settings, tiny_config, tiny_data
 assert jax.device_count() == 4, jax.devices()
 config = tiny_config(**{'compute.num_lanes': NUM_LANES, 'stragglers.fraction': 0.5})
-runs = [RunSpec.from_config(config)._replace(seed=s, mu=mu) for s, mu in ((0, 1.0), (1, 0.0))]
+runs = [settings(config, seed=s, **{'algorithm.mu': mu}) for s, mu in ((0, 1.0), (1, 0.0))]
 sim = Simulation(config, tiny_data(), runs)
 assert sim.num_lanes % 4 == 0
-params = sim.initial_params
+server = sim.initial_server
 for r in range(1, config.num_rounds + 1):
-  params, _ = sim.run_round(params, r)
+  server, _ = sim.run_round(server, r)
+params = server.params
 np.savez(sys.argv[1], **{k: np.asarray(v) for k, v in params['Dense_0'].items()},
          **{'eval_' + k: v for k, v in sim.evaluate(params).items()})
 '''
@@ -28,19 +32,28 @@ np.savez(sys.argv[1], **{k: np.asarray(v) for k, v in params['Dense_0'].items()}
 
 def test_four_devices_equal_one(tmp_path):
   config = tiny_config(**{'stragglers.fraction': 0.5})
-  runs = [RunSpec.from_config(config)._replace(seed=s, mu=mu) for s, mu in ((0, 1.0), (1, 0.0))]
+  runs = [settings(config, seed=s, **{'algorithm.mu': mu}) for s, mu in ((0, 1.0), (1, 0.0))]
   sim = Simulation(config, tiny_data(), runs)
-  params = sim.initial_params
+  server = sim.initial_server
   for r in range(1, config.num_rounds + 1):
-    params, _ = sim.run_round(params, r)
+    server, _ = sim.run_round(server, r)
+  params = server.params
   metrics = sim.evaluate(params)
   for lanes in (3, 8):  # 3 lanes are padded to 4; 8 put two lanes on each device.
     out = tmp_path / f'{lanes}.npz'
-    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
-               JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, '-c', _FOUR_DEVICES.replace('NUM_LANES', str(lanes)),
-                             str(out)], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=600)
+    env = dict(os.environ,
+               XLA_FLAGS='--xla_force_host_platform_device_count=4',
+               JAX_PLATFORMS='cpu',
+               PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, '-c',
+         _FOUR_DEVICES.replace('NUM_LANES', str(lanes)),
+         str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     got = np.load(out)
     for name in ('kernel', 'bias'):

@@ -3,7 +3,6 @@ disk, damaged caches. A run either ends exactly as an undisturbed one or stops i
 import json
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -11,15 +10,16 @@ import time
 
 import numpy as np
 import orbax.checkpoint as ocp
-import pytest
 
-from tests.conftest import REPO, subprocess_env
+from tests.conftest import REPO
+from tests.conftest import subprocess_env
 
 # Synthetic(1,1) on 12 devices: no data to download, a round in milliseconds.
-SMALL = ['--config=configs/synthetic.py:1_1', '--config.data.num_clients=12',
-         '--config.clients_per_round=4', '--config.client.local_epochs=1',
-         '--config.eval.dissimilarity=False', '--config.compute.cpu_devices=2']
-
+SMALL = [
+    '--config=configs/synthetic.py:1_1', '--config.data.num_clients=12',
+    '--config.clients_per_round=4', '--config.client.local_epochs=1',
+    '--config.eval.dissimilarity=False', '--config.compute.cpu_devices=2'
+]
 
 # A full disk: the command runs with a file size limit, past which writes fail with EFBIG (and
 # SIGXFSZ, which would kill the process, is ignored).
@@ -31,22 +31,31 @@ _LIMITED = ('import resource, runpy, signal, sys\n'
 
 
 def _run(*args, limit_file_size=None):
-  command = (['-c', _LIMITED, str(limit_file_size)] if limit_file_size else
-             ['-m', 'fedprox_jax.run'])
-  return subprocess.run([sys.executable, *command, *args], cwd=REPO, env=subprocess_env(),
-                        capture_output=True, text=True, timeout=600)
+  command = (['-c', _LIMITED, str(limit_file_size)]
+             if limit_file_size is not None else ['-m', 'fedprox_jax.run'])
+  return subprocess.run([sys.executable, *command, *args],
+                        cwd=REPO,
+                        env=subprocess_env(),
+                        capture_output=True,
+                        text=True,
+                        timeout=600)
 
 
 def _start(*args, log):
   """The command in the background, its log in the file `log` (a pipe would fill and block it)."""
-  return subprocess.Popen([sys.executable, '-m', 'fedprox_jax.run', *args], cwd=REPO,
-                          env=subprocess_env(), stdout=subprocess.DEVNULL,
-                          stderr=open(log, 'w'), text=True)
+  return subprocess.Popen([sys.executable, '-m', 'fedprox_jax.run', *args],
+                          cwd=REPO,
+                          env=subprocess_env(),
+                          stdout=subprocess.DEVNULL,
+                          stderr=open(log, 'w'),
+                          text=True)
 
 
 def _records(workdir):
   lines = (workdir / 'metrics.jsonl').read_text().splitlines()
-  return [{k: v for k, v in json.loads(l).items() if not k.startswith('time/')} for l in lines]
+  return [{
+      k: v for k, v in json.loads(line).items() if not k.startswith('time/')
+  } for line in lines]
 
 
 def _logged_rounds(workdir) -> int:
@@ -66,7 +75,8 @@ def _wait_for_rounds(proc, workdir, rounds: int) -> None:
 
 def _final_params(workdir, round_index):
   path = workdir / 'checkpoints' / str(round_index) / 'state'
-  return ocp.StandardCheckpointer().restore(path)['params']['Dense_0']
+  state = ocp.StandardCheckpointer().restore(path)
+  return {k: state[f'server.params.Dense_0.{k}'] for k in ('kernel', 'bias')}
 
 
 def _last_line(result) -> str:
@@ -75,8 +85,10 @@ def _last_line(result) -> str:
 
 def test_random_kills_a_damaged_checkpoint_and_a_torn_log_still_end_bit_identical(tmp_path):
   rng = random.Random(20261125)
-  flags = [*SMALL, '--config.num_rounds=1500', '--config.checkpoint_every=100',
-           '--config.checkpoint_keep=3']
+  flags = [
+      *SMALL, '--config.num_rounds=1500', '--config.checkpoint_every=100',
+      '--config.checkpoint_keep=3'
+  ]
   whole = tmp_path / 'whole'
   assert _run(*flags, f'--workdir={whole}').returncode == 0
 
@@ -115,8 +127,9 @@ def test_ctrl_c_says_where_the_run_stands_and_the_rerun_resumes(tmp_path):
   stderr = (tmp_path / 'log').read_text()
   assert 'Traceback' not in stderr
   last = stderr.strip().splitlines()[-1]
-  match = re.fullmatch(r'interrupted after round (\d+); rerun the same command to resume '
-                       r'\(from the checkpoint of round (\d+)\)', last)
+  match = re.fullmatch(
+      r'interrupted after round (\d+); rerun the same command to resume '
+      r'\(from the checkpoint of round (\d+)\)', last)
   assert match, last
   done, saved = map(int, match.groups())
   assert saved == done // 50 * 50 and done >= 119
@@ -129,8 +142,10 @@ def test_ctrl_c_says_where_the_run_stands_and_the_rerun_resumes(tmp_path):
 def test_a_full_disk_stops_in_one_line_and_the_rerun_resumes(tmp_path):
   # Checkpoints of a 2000-feature model (80 kB of parameters) hit a 40 kB file size limit long
   # before metrics.jsonl does.
-  flags = [*SMALL, '--config.data.dim=2000', '--config.checkpoint_every=5',
-           '--config.compute.compilation_cache_dir=']
+  flags = [
+      *SMALL, '--config.data.dim=2000', '--config.checkpoint_every=5',
+      '--config.compute.compilation_cache_dir='
+  ]
   first = _run(*flags, '--config.num_rounds=10', f'--workdir={tmp_path}')
   assert first.returncode == 0, first.stderr[-3000:]
   full = _run(*flags, '--config.num_rounds=20', f'--workdir={tmp_path}', limit_file_size=40_000)
@@ -139,8 +154,8 @@ def test_a_full_disk_stops_in_one_line_and_the_rerun_resumes(tmp_path):
       f'error: the checkpoint of round 15 could not be written to {tmp_path / "checkpoints"} '
       '(File too large): free disk space or fix the directory, then rerun the same command to '
       'resume from the last checkpoint (round 10)')
-  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()) == [
-      '10', '5']
+  assert sorted(
+      p.name for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()) == ['10', '5']
   again = _run(*flags, '--config.num_rounds=20', f'--workdir={tmp_path}')
   assert again.returncode == 0, again.stderr[-3000:]
   assert 'Resuming from the checkpoint of round 10' in again.stderr
@@ -148,8 +163,10 @@ def test_a_full_disk_stops_in_one_line_and_the_rerun_resumes(tmp_path):
 
 
 def test_a_full_disk_under_the_metrics_log_names_it(tmp_path):
-  flags = [*SMALL, '--config.num_rounds=40', '--config.checkpoint_every=1000',
-           '--config.compute.compilation_cache_dir=']
+  flags = [
+      *SMALL, '--config.num_rounds=40', '--config.checkpoint_every=1000',
+      '--config.compute.compilation_cache_dir='
+  ]
   full = _run(*flags, f'--workdir={tmp_path}', limit_file_size=3_000)
   assert full.returncode == 1 and 'Traceback' not in full.stderr
   assert _last_line(full) == (
@@ -158,3 +175,23 @@ def test_a_full_disk_under_the_metrics_log_names_it(tmp_path):
   again = _run(*flags, f'--workdir={tmp_path}')
   assert again.returncode == 0, again.stderr[-3000:]
   assert [r['round'] for r in _records(tmp_path)] == list(range(41))
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path):
+  run = tmp_path / 'run'
+  proc = _start(*SMALL,
+                '--config.num_rounds=1500',
+                '--config.checkpoint_every=50',
+                f'--workdir={run}',
+                log=tmp_path / 'log')
+  _wait_for_rounds(proc, run, 60)
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=60) == 143  # 128 + SIGTERM, as for a process killed by it.
+  last = (tmp_path / 'log').read_text().strip().splitlines()[-1]
+  assert last.startswith('interrupted after round ') and 'rerun the same command' in last, last
+
+
+def test_a_disk_full_from_the_start_is_one_line(tmp_path):
+  full = _run(*SMALL, '--config.num_rounds=3', f'--workdir={tmp_path / "run"}', limit_file_size=0)
+  assert full.returncode == 1 and 'Traceback' not in full.stderr
+  assert _last_line(full).startswith(f'error: --workdir {tmp_path / "run"} cannot be written')

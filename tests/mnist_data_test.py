@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from configs import mnist_fedprox
-from fedprox_jax import config_checks
-from fedprox_jax import datasets
-from fedprox_jax import mnist
+from fedprox_jax import errors
+from fedprox_jax import tasks
+from fedprox_jax.experiment import validation
+from fedprox_jax.tasks import mnist_files as mnist
 from tests.conftest import mnist_manual_dir
 
 
@@ -37,14 +38,21 @@ def _flip_middle(path):
 
 def test_a_damaged_partition_cache_is_rebuilt_with_a_warning(prepared, tmp_path, caplog):
   config = _data_config(prepared, tmp_path)
-  first = datasets.load_federated(config)
+  first = tasks.load(config)
   (cache,) = tmp_path.glob('*.npz')
   whole = cache.read_bytes()
+
+  def edited_labels(path):  # A well-formed archive whose content was changed.
+    with np.load(path) as f:
+      arrays = dict(f)
+    arrays['train_y'] = np.where(arrays['train_y'] == 3, 255, arrays['train_y'])
+    np.savez(path.with_suffix(''), **arrays)
+
   for damage in (_flip_middle, lambda p: p.write_bytes(whole[:len(whole) // 2]),
-                 lambda p: p.write_bytes(b'')):
+                 lambda p: p.write_bytes(b''), edited_labels):
     caplog.clear()
     damage(cache)
-    again = datasets.load_federated(config)
+    again = tasks.load(config)
     assert f'The partition cache {cache} is unreadable' in caplog.text
     for field in dataclasses.fields(first):
       np.testing.assert_array_equal(getattr(again, field.name), getattr(first, field.name))
@@ -57,7 +65,8 @@ def test_damaged_tfds_files_name_the_folder_and_the_fix(prepared, tmp_path):
   (version,) = (tfds_dir / 'mnist').iterdir()
   (record,) = version.glob('mnist-train.tfrecord*')
   _flip_middle(record)
-  with pytest.raises(mnist.DataError, match=rf'MNIST as prepared by TFDS in {tfds_dir / "mnist"} '
+  with pytest.raises(errors.DataError,
+                     match=rf'MNIST as prepared by TFDS in {tfds_dir / "mnist"} '
                      rf'cannot be read \(.*\): delete that folder \(rm -r {tfds_dir / "mnist"}\) '
                      'and rerun'):
     mnist.load_mnist(str(tfds_dir), prepared[1])
@@ -70,17 +79,17 @@ def test_a_garbled_tfds_dataset_info_is_named(prepared, tmp_path):
   shutil.copytree(prepared[0], tfds_dir)
   (version,) = (tfds_dir / 'mnist').iterdir()
   (version / 'dataset_info.json').write_text('{"name": "mni')
-  with pytest.raises(mnist.DataError, match='cannot be read .*: delete that folder'):
+  with pytest.raises(errors.DataError, match='cannot be read .*: delete that folder'):
     mnist.load_mnist(str(tfds_dir), prepared[1])
 
 
 @pytest.mark.parametrize('pool, most', [('train', 5420), ('all', 6310)])
-def test_the_largest_workable_client_count_gives_every_client_data(prepared, tmp_path, pool,
-                                                                   most, caplog):
+def test_the_largest_workable_client_count_gives_every_client_data(prepared, tmp_path, pool, most,
+                                                                   caplog):
   caplog.set_level(logging.INFO)
   config = mnist_fedprox.get_config()
   config.data = _data_config(prepared, tmp_path, most, pool)
-  config_checks.validate(config)
-  data = datasets.load_federated(config.data)
+  validation.validate(config)
+  data = tasks.load(config.data)
   assert data.num_clients == most
   assert data.train_sizes.min() >= 1 and data.local_test_sizes.min() >= 1

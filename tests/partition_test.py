@@ -1,6 +1,7 @@
 import numpy as np
 
-from fedprox_jax import partition
+from fedprox_jax.tasks import federated_data
+from fedprox_jax.tasks import partition
 
 
 def _labels(seed=0):
@@ -10,8 +11,12 @@ def _labels(seed=0):
 
 
 def _partition(labels, seed=0):
-  return partition.power_law_partition(labels, num_clients=1000, labels_per_client=2,
-                                       examples_per_label=5, sigma=2.0, seed=seed)
+  return partition.power_law_partition(labels,
+                                       num_clients=1000,
+                                       labels_per_client=2,
+                                       examples_per_label=5,
+                                       sigma=2.0,
+                                       seed=seed)
 
 
 def test_every_client_holds_exactly_its_two_labels():
@@ -43,12 +48,12 @@ def test_deterministic_for_a_seed_and_different_across_seeds():
 
 def test_local_split_is_ninety_ten_and_disjoint():
   clients = _partition(_labels())
-  split = partition.split_clients(clients, train_fraction=0.9, seed=0)
-  for idx, train, test in zip(clients, split.train, split.test):
+  splits = federated_data.local_splits([len(c) for c in clients], train_fraction=0.9, seed=0)
+  for idx, (train, test) in zip(clients, splits):
     assert len(train) == int(0.9 * len(idx))
-    assert sorted(np.concatenate([train, test])) == sorted(idx)
+    assert sorted(np.concatenate([idx[train], idx[test]])) == sorted(idx)
 
 
 def test_statistics():
-  stats = partition.statistics(np.array([10, 20, 30]))
+  stats = federated_data.statistics(np.array([10, 20, 30]))
   assert stats == dict(clients=3, total=60, mean=20.0, std=np.std([10, 20, 30]), min=10, max=30)

@@ -4,13 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedprox_jax import shuffle
+from fedprox_jax.core import shuffle
 
 
 def _orders(n, num_keys, epoch=0):
   keys = jax.random.split(jax.random.PRNGKey(0), num_keys)
-  f = jax.jit(jax.vmap(lambda k: shuffle.permute(shuffle.epoch_key(k, epoch), jnp.int32(n),
-                                                 jnp.arange(n))))
+  f = jax.jit(
+      jax.vmap(lambda k: shuffle.permute(shuffle.epoch_key(k, epoch), jnp.int32(n), jnp.arange(n))))
   return np.asarray(f(keys))
 
 

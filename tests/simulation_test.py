@@ -1,31 +1,38 @@
-"""Whole rounds through Simulation and train.run_rounds on the tiny federation."""
+"""Whole rounds through Simulation and rounds.run_rounds on the tiny federation."""
 import dataclasses
 
 import jax
 import numpy as np
 import pytest
 
-from fedprox_jax import client
-from fedprox_jax import config_checks
-from fedprox_jax import reference
-from fedprox_jax import train
-from fedprox_jax.simulation import RunSpec, Simulation
-from fedprox_jax.writers import RunWriter
-from tests.conftest import tiny_config, tiny_data
+from fedprox_jax import errors
+from fedprox_jax.engine import reference
+from fedprox_jax.engine import run_settings
+from fedprox_jax.engine.simulation import Simulation
+from fedprox_jax.experiment import rounds
+from fedprox_jax.experiment import validation
+from fedprox_jax.experiment.writers import RunWriter
+from tests.conftest import tiny_config
+from tests.conftest import tiny_data
 
 
 def _final_params(config, data=None):
-  sim = Simulation(config, data or tiny_data(), [RunSpec.from_config(config)])
-  params = sim.initial_params
+  sim = Simulation(config, data or tiny_data(), [run_settings.from_config(config)])
+  server = sim.initial_server
   for r in range(1, config.num_rounds + 1):
-    params, _ = sim.run_round(params, r)
-  return params, sim
+    server, _ = sim.run_round(server, r)
+  return server.params, sim
 
 
 def test_mu_zero_without_stragglers_fedprox_is_fedavg():
   fedprox = tiny_config(**{'algorithm.mu': 0.0, 'stragglers.fraction': 0.0})
-  fedavg = tiny_config(**{'algorithm.mu': 0.0, 'stragglers.fraction': 0.0,
-                          'algorithm.drop_stragglers': True, 'algorithm.name': 'fedavg'})
+  fedavg = tiny_config(
+      **{
+          'algorithm.mu': 0.0,
+          'stragglers.fraction': 0.0,
+          'algorithm.drop_stragglers': True,
+          'algorithm.name': 'fedavg'
+      })
   a, _ = _final_params(fedprox)
   b, _ = _final_params(fedavg)
   jax.tree.map(np.testing.assert_array_equal, a, b)
@@ -52,17 +59,18 @@ def test_rounds_of_different_cohorts_run_one_program_and_match_the_reference():
   the plain loop over the same cohort: nothing of one cohort is baked into the program."""
   config = tiny_config(num_rounds=6, **{'stragglers.fraction': 0.5, 'algorithm.mu': 0.3})
   data = tiny_data()
-  sim = Simulation(config, data, [RunSpec.from_config(config)])
-  tx = client.make_optimizer(config.client.learning_rate, config.client.weight_decay)
-  ref = reference.make_reference_train_cohort(sim.apply_fn, tx,
+  sim = Simulation(config, data, [run_settings.from_config(config)])
+  ref = reference.make_reference_train_cohort(sim.apply_fn,
+                                              learning_rate=config.client.learning_rate,
+                                              weight_decay=config.client.weight_decay,
                                               batch_size=config.client.batch_size)
-  params, shapes = sim.initial_params, set()
+  server, shapes = sim.initial_server, set()
   for r in range(1, config.num_rounds + 1):
     cohort = jax.tree.map(np.asarray, sim.sample(r))
-    want = ref(params, cohort, np.asarray(sim.mu), data.train_x, data.train_y, data.train_offsets,
-               data.train_sizes)
-    params, _ = sim.run_round(params, r)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), params,
+    want = ref(server.params, cohort, np.asarray(sim.hp['mu']), data.train_x, data.train_y,
+               data.train_offsets, data.train_sizes)
+    server, _ = sim.run_round(server, r)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), server.params,
                  want)
     sizes = data.train_sizes[cohort.clients[0]]
     shapes.add((tuple(sizes), tuple(cohort.epochs[0]), int(cohort.stragglers[0].sum())))
@@ -74,24 +82,23 @@ def test_rounds_of_different_cohorts_run_one_program_and_match_the_reference():
 
 def test_run_rounds_records_and_summary():
   config = tiny_config(num_rounds=4, eval_every=3)
-  sim = Simulation(config, tiny_data(), [RunSpec.from_config(config)])
+  sim = Simulation(config, tiny_data(), [run_settings.from_config(config)])
   writer = RunWriter(None, config)
-  progress = train.run_rounds(sim, [writer], ['fedprox'])
+  progress = rounds.run_rounds(sim, [writer], ['fedprox'])
   assert [r['round'] for r in writer.records] == [0, 3, 4]
-  for key in ('train/loss', 'train/accuracy', 'local_test/accuracy', 'test/accuracy',
-              'test/loss'):
+  for key in ('train/loss', 'train/accuracy', 'local_test/accuracy', 'test/accuracy', 'test/loss'):
     assert key in writer.records[-1]
   assert writer.records[-1]['train/loss'] < writer.records[0]['train/loss']
-  summary = train.summarize(writer.records, progress)
+  summary = rounds.summarize(writer.records, progress)
   assert 0 < summary['program']['real_work_share'] <= 1
   assert len(progress['round_times']) == 4 and summary['program']['real_steps'] > 0
 
 
 def test_divergence_names_the_round():
   config = tiny_config(**{'client.learning_rate': 1e12, 'algorithm.mu': 0.0})
-  sim = Simulation(config, tiny_data(), [RunSpec.from_config(config)])
-  with pytest.raises(train.NonFiniteError, match=r'round \d+: .*non-finite'):
-    train.run_rounds(sim, [RunWriter(None, config)], ['fedprox'])
+  sim = Simulation(config, tiny_data(), [run_settings.from_config(config)])
+  with pytest.raises(errors.NonFiniteError, match=r'round \d+: .*non-finite'):
+    rounds.run_rounds(sim, [RunWriter(None, config)], ['fedprox'])
 
 
 @pytest.mark.parametrize('field, value, message', [
@@ -104,17 +111,20 @@ def test_divergence_names_the_round():
     ('client.learning_rate', 0.0, 'client.learning_rate = 0.0 must be > 0'),
     ('client.batch_size', 0, 'client.batch_size = 0 must be >= 1'),
     ('stragglers.mode', 'sometimes', "stragglers.mode = 'sometimes' is not one of"),
-    ('num_rounds', 0, 'num_rounds = 0 must be >= 1'),
+    ('num_rounds', 0, r'num_rounds = 0 must be in \[1, 100000000\]'),
+    ('num_rounds', 10**23, r'num_rounds = 100000000000000000000000 must be in \[1, 100000000\]'),
 ])
 def test_invalid_configs_name_the_field(field, value, message):
-  with pytest.raises(config_checks.ConfigError, match=message):
-    config_checks.validate(tiny_config(**{field: value}))
+  with pytest.raises(errors.ConfigError, match=message):
+    validation.validate(tiny_config(**{field: value}))
 
 
 def test_default_configs_are_valid():
-  from configs import mnist_fedavg, mnist_fedprox, mnist_paper  # pylint: disable=g-import-not-at-top
+  from configs import mnist_fedavg  # pylint: disable=g-import-not-at-top
+  from configs import mnist_fedprox  # pylint: disable=g-import-not-at-top
+  from configs import mnist_paper  # pylint: disable=g-import-not-at-top
   for module in (mnist_fedprox, mnist_fedavg, mnist_paper):
-    config_checks.validate(module.get_config())
+    validation.validate(module.get_config())
 
 
 def test_raw_uint8_features_equal_their_normalised_float_copy():
@@ -124,12 +134,17 @@ def test_raw_uint8_features_equal_their_normalised_float_copy():
   to_raw = lambda x: np.clip(np.round(x * 30 + 128), 0, 255).astype(np.uint8)
   mean = np.linspace(120, 136, base.input_dim).astype(np.float32)
   scale = np.float32(30.0)
-  raw = dataclasses.replace(base, train_x=to_raw(base.train_x),
-                            local_test_x=to_raw(base.local_test_x), test_x=to_raw(base.test_x),
-                            feature_mean=mean, feature_scale=scale)
+  raw = dataclasses.replace(base,
+                            train_x=to_raw(base.train_x),
+                            local_test_x=to_raw(base.local_test_x),
+                            test_x=to_raw(base.test_x),
+                            feature_mean=mean,
+                            feature_scale=scale)
   normalised = dataclasses.replace(
-      base, **{k: (getattr(raw, k).astype(np.float32) - mean) / scale
-               for k in ('train_x', 'local_test_x', 'test_x')})
+      base, **{
+          k: (getattr(raw, k).astype(np.float32) - mean) / scale
+          for k in ('train_x', 'local_test_x', 'test_x')
+      })
   params_raw, sim_raw = _final_params(tiny_config(**{'eval.chunk_size': 7}), raw)
   params_float, sim_float = _final_params(tiny_config(**{'eval.chunk_size': 10_000}), normalised)
   assert sim_raw.client_data.x.dtype == np.uint8

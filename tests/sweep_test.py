@@ -10,20 +10,25 @@ import numpy as np
 import pytest
 
 from configs.sweeps import mnist_figure
-from fedprox_jax import config_checks
+from fedprox_jax import errors
+from fedprox_jax import experiment
 from fedprox_jax import plots
-from fedprox_jax import sweeps
-from fedprox_jax import train
-from fedprox_jax.simulation import RunSpec, Simulation
-from fedprox_jax.writers import RunWriter
-from tests.cli_test import SMALL, _data_flags
-from tests.conftest import REPO, tiny_config, tiny_data
+from fedprox_jax.engine.simulation import Simulation
+from fedprox_jax.experiment import grid as sweeps
+from fedprox_jax.experiment import rounds
+from fedprox_jax.experiment.writers import RunWriter
+from tests.cli_test import SMALL
+from tests.cli_test import _data_flags
+from tests.conftest import REPO
+from tests.conftest import settings
+from tests.conftest import tiny_config
+from tests.conftest import tiny_data
 
 
 def test_the_figure_grid_has_45_distinct_valid_runs():
   runs = sweeps.expand(tiny_config(), mnist_figure.get_config())
-  assert len(runs) == 45 and len({name for name, _ in runs}) == 45
-  by_name = dict(runs)
+  assert len(runs) == 45 and len({name for name, _, _ in runs}) == 45
+  by_name = {name: config for name, _, config in runs}
   fedavg = by_name['fedavg-fraction0.9-seed4']
   assert fedavg.algorithm.drop_stragglers and fedavg.algorithm.mu == 0.0 and fedavg.seed == 4
   assert by_name['fedprox_mu2-fraction0.5-seed0'].algorithm.mu == 2.0
@@ -32,25 +37,38 @@ def test_the_figure_grid_has_45_distinct_valid_runs():
 
 def test_a_sweep_cannot_vary_what_the_program_shares():
   sweep = mnist_figure.get_config()
-  sweep.grid = ml_collections.ConfigDict({'client': {'learning_rate': [0.1, 0.01]}})
-  with pytest.raises(config_checks.ConfigError, match='client.learning_rate cannot vary'):
+  sweep.grid = ml_collections.ConfigDict({'client': {'batch_size': [10, 20]}})
+  with pytest.raises(errors.ConfigError, match='client.batch_size cannot vary'):
     sweeps.expand(tiny_config(), sweep)
 
 
 def _records(config, runs):
   sim = Simulation(config, tiny_data(), runs)
   writers = [RunWriter(None, config) for _ in runs]
-  train.run_rounds(sim, writers, [str(i) for i in range(len(runs))])
+  rounds.run_rounds(sim, writers, [str(i) for i in range(len(runs))])
   return [w.records for w in writers]
 
 
 def test_a_run_alone_equals_the_same_run_inside_a_sweep():
   config = tiny_config(num_rounds=4, **{'stragglers.fraction': 0.5, 'algorithm.mu': 0.3})
-  alone = _records(config, [RunSpec.from_config(config)])[0]
-  others = [RunSpec.from_config(config)._replace(seed=7, mu=0.0, drop_stragglers=True),
-            RunSpec.from_config(config)._replace(seed=3, straggler_fraction=0.9,
-                                                 fixed_straggler_count=True)]
-  inside = _records(config, [others[0], RunSpec.from_config(config), others[1]])[1]
+  alone = _records(config, [settings(config)])[0]
+  others = [
+      settings(config,
+               seed=7,
+               **{
+                   'algorithm.mu': 0.0,
+                   'algorithm.drop_stragglers': True,
+                   'client.learning_rate': 0.05
+               }),
+      settings(config,
+               seed=3,
+               **{
+                   'stragglers.fraction': 0.9,
+                   'stragglers.mode': 'fixed',
+                   'server.learning_rate': 0.5
+               })
+  ]
+  inside = _records(config, [others[0], settings(config), others[1]])[1]
   assert len(alone) == len(inside) == 5
   for a, b in zip(alone, inside):
     for key, value in a.items():
@@ -85,15 +103,23 @@ def test_sweep_cli_writes_runs_table_tensorboard_and_plots(mnist_env, tmp_path):
       '  s.cpu_devices = 1\n'
       '  return s\n')
   workdir = tmp_path / 'sweep'
-  result = subprocess.run(
-      [sys.executable, '-m', 'fedprox_jax.sweep', '--config=configs/mnist_fedprox.py',
-       f'--sweep={sweep_file}', f'--workdir={workdir}', *SMALL, *_data_flags(root)],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  result = subprocess.run([
+      sys.executable, '-m', 'fedprox_jax.sweep', '--config=configs/mnist_fedprox.py',
+      f'--sweep={sweep_file}', f'--workdir={workdir}', *SMALL, *_data_flags(root)
+  ],
+                          cwd=REPO,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'Sweep of 4 runs in 2 chunks of up to 3 runs' in result.stderr
+  # FedAvg and FedProx share a program; 3 runs at most per chunk make it two.
+  assert 'Sweep of 4 runs in 2 programs' in result.stderr
   names = sorted(p.name for p in (workdir / 'runs').iterdir())
-  assert names == ['fedavg-fraction0.0-seed0', 'fedavg-fraction0.9-seed0',
-                   'fedprox-fraction0.0-seed0', 'fedprox-fraction0.9-seed0']
+  assert names == [
+      'fedavg-fraction0.0-seed0', 'fedavg-fraction0.9-seed0', 'fedprox-fraction0.0-seed0',
+      'fedprox-fraction0.9-seed0'
+  ]
   with open(workdir / 'results.csv', newline='') as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 4 * 3  # Rounds 0, 1, 2 of each run.
@@ -118,3 +144,66 @@ def test_sweep_cli_writes_runs_table_tensorboard_and_plots(mnist_env, tmp_path):
   assert len(table.splitlines()) == 4
   run_png = plots.plot_run(str(workdir / 'runs' / names[0]))
   assert run_png.stat().st_size > 10_000
+
+
+def test_a_sweep_of_algorithms_and_optimizers_writes_one_table(tmp_path, caplog):
+  from tests.integrity_test import small_config  # pylint: disable=g-import-not-at-top
+  caplog.set_level('INFO')
+  sweep = ml_collections.ConfigDict({
+      'repeats': 1,
+      'max_runs_per_chunk': 0,
+      'cpu_devices': 0,
+      'grid': {
+          'stragglers': {
+              'fraction': [0.0, 0.5]
+          }
+      },
+      'arms': {
+          'fed-prox': {
+              'algorithm': {
+                  'name': 'fedprox'
+              }
+          },  # Names are kept as written.
+          'fedavg': {
+              'algorithm': {
+                  'name': 'fedavg',
+                  'mu': 0.0,
+                  'drop_stragglers': True
+              }
+          },
+          'scaffold+adam': {
+              'algorithm': {
+                  'name': 'scaffold',
+                  'mu': 0.0
+              },
+              'server': {
+                  'optimizer': 'adam',
+                  'learning_rate': 0.01
+              }
+          },
+          'fednova': {
+              'algorithm': {
+                  'name': 'fednova'
+              },
+              'grid': {
+                  'client': {
+                      'learning_rate': [0.003, 0.01]
+                  }
+              }
+          },
+      }
+  })
+  records = experiment.run_sweep(small_config(num_rounds=3), sweep, str(tmp_path))
+  assert len(records) == 2 + 2 + 2 + 4
+  # FedAvg and FedProx share a program; FedNova and SCAFFOLD + Adam get one each.
+  assert 'Sweep of 10 runs in 3 programs' in caplog.text
+  with open(tmp_path / 'results.csv', newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 10 * 4
+  assert {r['arm'] for r in rows} == {'fed-prox', 'fedavg', 'scaffold+adam', 'fednova'}
+  by_arm = {r['arm']: r for r in rows}
+  assert by_arm['scaffold+adam']['algorithm'] == 'scaffold'
+  assert by_arm['scaffold+adam']['server_optimizer'] == 'adam'
+  assert float(by_arm['scaffold+adam']['server_learning_rate']) == 0.01
+  assert float(by_arm['fedavg']['server_learning_rate']) == 1.0  # sgd's default.
+  assert {float(r['learning_rate']) for r in rows if r['arm'] == 'fednova'} == {0.003, 0.01}

@@ -4,19 +4,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import synthetic as synthetic_config
-from fedprox_jax import adaptive_mu
-from fedprox_jax import client
-from fedprox_jax import evaluation
-from fedprox_jax import models
-from fedprox_jax import synthetic
-from fedprox_jax import train
+from fedprox_jax import experiment
+from fedprox_jax.algorithms import adaptive_mu
+from fedprox_jax.core import client
+from fedprox_jax.engine import evaluation
+from fedprox_jax.tasks import models
+from fedprox_jax.tasks import synthetic
 from tests.conftest import tiny_data
 
 
 def _devices(variant, seed=0):
   alpha, beta, iid = synthetic_config.VARIANTS[variant]
-  return synthetic.generate(alpha=alpha, beta=beta, iid=iid, num_clients=30, dim=60,
-                            num_classes=10, seed=seed)
+  return synthetic.generate(alpha=alpha,
+                            beta=beta,
+                            iid=iid,
+                            num_clients=30,
+                            dim=60,
+                            num_classes=10,
+                            seed=seed)
 
 
 def test_generator_shapes_sizes_and_determinism():
@@ -33,6 +38,7 @@ def test_generator_shapes_sizes_and_determinism():
 
 
 def test_heterogeneity_grows_from_iid_to_one_one():
+
   def spread(devices):
     means = np.stack([x.mean(0) for x, _ in devices])  # Each device's mean input.
     labels = np.stack([np.bincount(y, minlength=10) / len(y) for _, y in devices])
@@ -48,8 +54,10 @@ def test_dissimilarity_equals_a_loop_over_clients():
   data = tiny_data()
   apply_fn, _ = models.create_model('logistic_regression', data.num_classes, 16,
                                     jax.random.PRNGKey(0))
-  params = [models.create_model('logistic_regression', data.num_classes, 16,
-                                jax.random.PRNGKey(s))[1] for s in (1, 2)]
+  params = [
+      models.create_model('logistic_regression', data.num_classes, 16, jax.random.PRNGKey(s))[1]
+      for s in (1, 2)
+  ]
   stacked = jax.tree.map(lambda *p: jnp.stack(p), *params)
   clients = np.repeat(np.arange(data.num_clients), data.train_sizes).astype(np.int32)
   measure = jax.jit(evaluation.make_dissimilarity(apply_fn, data.num_clients, chunk_size=64))
@@ -59,13 +67,13 @@ def test_dissimilarity_equals_a_loop_over_clients():
     grads, sizes = [], []
     for c in range(data.num_clients):
       rows = clients == c
-      g = jax.grad(lambda q: client.masked_cross_entropy(
-          apply_fn, q, data.train_x[rows], data.train_y[rows], np.ones(rows.sum())))(p)
+      g = jax.grad(lambda q: client.masked_cross_entropy(apply_fn, q, data.train_x[rows], data.
+                                                         train_y[rows], np.ones(rows.sum())))(p)
       grads.append(flat(g))
       sizes.append(rows.sum())
     grads, sizes = np.array(grads), np.array(sizes)
     mean = (grads * sizes[:, None]).sum(0) / sizes.sum()
-    want = np.mean(np.sum((grads - mean) ** 2, 1))
+    want = np.mean(np.sum((grads - mean)**2, 1))
     np.testing.assert_allclose(got[r], want, rtol=1e-4)
 
 
@@ -92,14 +100,15 @@ def test_adaptive_mu_moves_is_logged_and_resumes(tmp_path):
   config.num_rounds = 12
   config.algorithm.adaptive_mu = True
   config.checkpoint_every = 4
-  whole = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+  whole = experiment.train_and_evaluate(config, str(tmp_path / 'whole'))
   mus = [r['mu'] for r in whole]
   assert mus[0] == 1.0 and len(set(np.round(mus, 6))) > 1  # It moved.
   assert all('train/dissimilarity' in r for r in whole)
   short = config.copy_and_resolve_references()
   short.num_rounds = 7  # Saved at rounds 4 and 7; then extended to 12 from round 7's state.
-  train.train_and_evaluate(short, str(tmp_path / 'split'))
-  resumed = train.train_and_evaluate(config, str(tmp_path / 'split'))
-  strip = lambda records: [{k: v for k, v in r.items() if not k.startswith('time/')}
-                           for r in records]
+  experiment.train_and_evaluate(short, str(tmp_path / 'split'))
+  resumed = experiment.train_and_evaluate(config, str(tmp_path / 'split'))
+  strip = lambda records: [{
+      k: v for k, v in r.items() if not k.startswith('time/')
+  } for r in records]
   assert strip(resumed) == strip(whole)

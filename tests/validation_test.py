@@ -6,63 +6,77 @@ import ml_collections
 import pytest
 
 from configs.sweeps import mnist_figure
-from fedprox_jax import config_checks
-from fedprox_jax import sweeps
-from tests.conftest import REPO, subprocess_env, tiny_config
+from fedprox_jax import errors
+from fedprox_jax import experiment
+from fedprox_jax.experiment import grid as sweeps
+from fedprox_jax.experiment import validation
+from tests.conftest import REPO
+from tests.conftest import subprocess_env
+from tests.conftest import tiny_config
 
 
 @pytest.mark.parametrize('field, value', [
-    ('seed', 2**32), ('seed', 2**64), ('seed', -1),
-    ('data.seed', 2**32), ('data.seed', -3),
+    ('seed', 2**32),
+    ('seed', 2**64),
+    ('seed', -1),
+    ('data.seed', 2**32),
+    ('data.seed', -3),
 ])
 def test_seeds_outside_32_bits_are_refused(field, value):
   # JAX keys keep a seed's low 32 bits: 2^32 would silently repeat seed 0.
-  with pytest.raises(config_checks.ConfigError,
+  with pytest.raises(errors.ConfigError,
                      match=rf'config.{field} = .* must be an int in \[0, 2\^32 - 1'):
-    config_checks.validate(tiny_config(**{field: value}))
+    validation.validate(tiny_config(**{field: value}))
 
 
 def test_the_largest_seed_is_accepted():
-  config_checks.validate(tiny_config(seed=2**32 - 1, **{'data.seed': 2**32 - 1}))
+  validation.validate(tiny_config(seed=2**32 - 1, **{'data.seed': 2**32 - 1}))
 
 
 def test_a_sweep_whose_seeds_pass_2_32_is_refused():
   sweep = mnist_figure.get_config()
-  with pytest.raises(config_checks.ConfigError, match=r'seed \+ repeats - 1 = 4294967299'):
+  with pytest.raises(errors.ConfigError, match=r'seed \+ repeats - 1 = 4294967299'):
     sweeps.expand(tiny_config(seed=2**32 - 1), sweep)
   sweep.repeats = 1
   assert len(sweeps.expand(tiny_config(seed=2**32 - 1), sweep)) == 9
 
 
 @pytest.mark.parametrize('field, value', [
-    ('algorithm.mu', float('inf')), ('client.weight_decay', float('inf')),
-    ('client.learning_rate', float('nan')), ('stragglers.fraction', float('nan')),
+    ('algorithm.mu', float('inf')),
+    ('client.weight_decay', float('inf')),
+    ('client.learning_rate', float('nan')),
+    ('stragglers.fraction', float('nan')),
     ('data.train_fraction', float('-inf')),
 ])
 def test_every_float_field_must_be_finite(field, value):
-  with pytest.raises(config_checks.ConfigError, match=f'config.{field} = .* must be a finite'):
-    config_checks.validate(tiny_config(**{field: value}))
+  with pytest.raises(errors.ConfigError, match=f'config.{field} = .* must be a finite'):
+    validation.validate(tiny_config(**{field: value}))
 
 
 @pytest.mark.parametrize('pool, overrides, most', [
-    ('train', {}, 5420), ('all', {}, 6310),
-    ('train', {'data.examples_per_label': 50}, 540),
-    ('train', {'data.labels_per_client': 5}, 2160),
+    ('train', {}, 5420),
+    ('all', {}, 6310),
+    ('train', {
+        'data.examples_per_label': 50
+    }, 540),
+    ('train', {
+        'data.labels_per_client': 5
+    }, 2160),
 ])
-def test_a_partition_the_pool_cannot_give_is_refused_with_the_largest_workable(pool, overrides,
-                                                                               most):
+def test_a_partition_the_pool_cannot_give_is_refused_with_the_largest_workable(
+    pool, overrides, most):
   config = tiny_config(**{'data.pool': pool, 'clients_per_round': 10, **overrides})
   config.data.num_clients = most
-  config_checks.validate(config)
+  validation.validate(config)
   config.data.num_clients = most + 10
-  with pytest.raises(config_checks.ConfigError,
+  with pytest.raises(errors.ConfigError,
                      match=f'data.num_clients = {most + 10} is more than .* use at most {most}'):
-    config_checks.validate(config)
+    validation.validate(config)
 
 
 def test_100000_clients_are_refused():
-  with pytest.raises(config_checks.ConfigError, match='use at most 5420'):
-    config_checks.validate(tiny_config(**{'data.num_clients': 100_000}))
+  with pytest.raises(errors.ConfigError, match='use at most 5420'):
+    validation.validate(tiny_config(**{'data.num_clients': 100_000}))
 
 
 def _sweep(**changes):
@@ -76,42 +90,59 @@ def _sweep(**changes):
     (_sweep(repeats=0), 'sweep.repeats = 0 must be an int >= 1'),
     (_sweep(max_runs_per_chunk=-1), 'sweep.max_runs_per_chunk = -1 must be an int >= 0'),
     (_sweep(cpu_devices=-2), 'sweep.cpu_devices = -2 must be an int >= 0'),
-    (_sweep(arms=ml_collections.ConfigDict({'a': {'algorithm': {'muu': 1.0}}})),
-     "sweep arm 'a': the config has no field algorithm.muu: did you mean algorithm.mu"),
-    (_sweep(grid=ml_collections.ConfigDict({'stragglers': {'fractoin': [0.0]}})),
+    (_sweep(arms=ml_collections.ConfigDict({'a': {
+        'algorithm': {
+            'muu': 1.0
+        }
+    }})), "sweep arm 'a': the config has no field algorithm.muu: did you mean algorithm.mu"),
+    (_sweep(grid=ml_collections.ConfigDict({'stragglers': {
+        'fractoin': [0.0]
+    }})),
      'sweep.grid: the config has no field stragglers.fractoin: did you mean stragglers.fraction'),
-    (_sweep(grid=ml_collections.ConfigDict({'stragglers': {'fraction': []}})),
-     'sweep.grid.stragglers.fraction = .* must be a non-empty list'),
-    (_sweep(arms=ml_collections.ConfigDict({'a': {'algorithm': {'mu': -1.0}}})),
-     'sweep run a-fraction0.0-seed0: config.algorithm.mu = -1.0 must be >= 0'),
+    (_sweep(grid=ml_collections.ConfigDict({'stragglers': {
+        'fraction': []
+    }})), 'sweep.grid.stragglers.fraction = .* must be a non-empty list'),
+    (_sweep(arms=ml_collections.ConfigDict({'a': {
+        'algorithm': {
+            'mu': -1.0
+        }
+    }})), 'sweep run a-fraction0.0-seed0: config.algorithm.mu = -1.0 must be >= 0'),
     (_sweep(arms=ml_collections.ConfigDict()), 'sweep.arms is empty'),
-    (_sweep(grid=ml_collections.ConfigDict({'stragglers': {'fraction': [0.5, 0.5]}})),
-     'the sweep names two runs fedavg-fraction0.5-seed0'),
+    (_sweep(grid=ml_collections.ConfigDict({'stragglers': {
+        'fraction': [0.5, 0.5]
+    }})), 'the sweep names two runs fedavg-fraction0.5-seed0'),
 ])
 def test_bad_sweeps_are_refused_before_compute(sweep, message, tmp_path):
-  with pytest.raises(config_checks.ConfigError, match=message):
-    sweeps.run_sweep(tiny_config(), sweep, str(tmp_path / 'sweep'))
+  with pytest.raises(errors.ConfigError, match=message):
+    experiment.run_sweep(tiny_config(), sweep, str(tmp_path / 'sweep'))
   assert not (tmp_path / 'sweep').exists()
 
 
 def test_an_unknown_sweep_field_is_refused():
   sweep = mnist_figure.get_config()
   sweep.repeat = 3
-  with pytest.raises(config_checks.ConfigError,
+  with pytest.raises(errors.ConfigError,
                      match='the sweep has no field repeat: did you mean repeats'):
     sweeps.expand(tiny_config(), sweep)
 
 
 # Command lines that fail before any compute; no data needed.
 
+
 def _run(*args, module='fedprox_jax.run'):
-  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, env=subprocess_env(),
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run([sys.executable, '-m', module, *args],
+                        cwd=REPO,
+                        env=subprocess_env(),
+                        capture_output=True,
+                        text=True,
+                        timeout=300)
 
 
 CONFIG_FILES = {
-    'syntax.py': 'import ml_collections\ndef get_config(:\n  pass\n',
-    'no_get_config.py': 'import ml_collections\nCONFIG = 1\n',
+    'syntax.py':
+        'import ml_collections\ndef get_config(:\n  pass\n',
+    'no_get_config.py':
+        'import ml_collections\nCONFIG = 1\n',
     'raises.py': ('from configs import mnist_fedprox\ndef get_config():\n'
                   '  c = mnist_fedprox.get_config()\n  c.seed = undefined_name\n  return c\n'),
 }
@@ -145,3 +176,47 @@ def test_an_unknown_field_names_the_valid_ones(override, message):
   result = _run('--config=configs/mnist_fedprox.py', override)
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith(f'error: {message}')
+
+
+def test_a_stray_argument_is_refused():
+  result = _run('--config=configs/synthetic.py', '--overwrite', 'false')
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: unexpected argument 'false': give every flag as --name=value")
+
+
+def test_a_config_file_that_is_not_python_is_named(tmp_path):
+  (tmp_path / 'notes.md').write_text('# notes')
+  result = _run(f'--config={tmp_path / "notes.md"}')
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert 'notes.md is not a Python config file' in result.stderr.strip().splitlines()[-1]
+
+
+def test_an_unknown_sweep_variant_is_refused():
+  result = _run('--config=configs/synthetic.py',
+                '--sweep=configs/sweeps/synthetic.py:1_2',
+                module='fedprox_jax.sweep')
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert "unknown synthetic variant '1_2'" in result.stderr.strip().splitlines()[-1]
+
+
+def test_fields_the_run_does_not_read_are_warned_about_never_refused(caplog):
+  config = tiny_config(
+      **{
+          'server.momentum': 0.5,
+          'server.b2': 0.9,
+          'algorithm.name': 'fednova',
+          'algorithm.adaptive_mu': True
+      })
+  validation.validate(config)  # Never refused.
+  assert validation.unused_fields(config) == [
+      'algorithm.adaptive_mu', 'server.momentum', 'server.b2'
+  ]
+  config.server.optimizer = 'momentum'
+  config.algorithm.name = 'fedprox'
+  assert validation.unused_fields(config) == ['server.b2']
+  validation.warn_unused(config)
+  assert 'config.server.b2 = 0.9 is not read by the run (algorithm fedprox, server optimizer ' \
+      'momentum)' in caplog.text
+  config.server.optimizer = 'yogi'
+  assert validation.unused_fields(config) == ['server.momentum']

@@ -15,9 +15,25 @@ def get_config() -> ml_collections.ConfigDict:
   s.repeats = 5  # Seeds base.seed, base.seed + 1, ...
   # Each arm overrides base-config fields (nested as in the config).
   s.arms = ml_collections.ConfigDict({
-      'fedavg': {'algorithm': {'name': 'fedavg', 'mu': 0.0, 'drop_stragglers': True}},
-      'fedprox_mu0': {'algorithm': {'name': 'fedprox', 'mu': 0.0}},
-      'fedprox_mu2': {'algorithm': {'name': 'fedprox', 'mu': 2.0}},
+      'fedavg': {
+          'algorithm': {
+              'name': 'fedavg',
+              'mu': 0.0,
+              'drop_stragglers': True
+          }
+      },
+      'fedprox_mu0': {
+          'algorithm': {
+              'name': 'fedprox',
+              'mu': 0.0
+          }
+      },
+      'fedprox_mu2': {
+          'algorithm': {
+              'name': 'fedprox',
+              'mu': 2.0
+          }
+      },
   })
   # Every combination of these values is run for every arm.
   s.grid = ml_collections.ConfigDict({'stragglers': {'fraction': [0.0, 0.5, 0.9]}})

@@ -8,15 +8,33 @@ starts where the paper starts it: 1 on Synthetic-IID, 0 on the others.
 """
 import ml_collections
 
+from configs import synthetic
+
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  if variant not in (None, *synthetic.VARIANTS):
+    raise ValueError(f'unknown synthetic variant {variant!r}; one of '
+                     f'{", ".join(synthetic.VARIANTS)}')
   s = ml_collections.ConfigDict()
   s.repeats = 3
   start = 1.0 if variant == 'iid' else 0.0
   s.arms = ml_collections.ConfigDict({
-      'mu0': {'algorithm': {'mu': 0.0}},
-      'mu1': {'algorithm': {'mu': 1.0}},
-      'adaptive': {'algorithm': {'mu': start, 'adaptive_mu': True}},
+      'mu0': {
+          'algorithm': {
+              'mu': 0.0
+          }
+      },
+      'mu1': {
+          'algorithm': {
+              'mu': 1.0
+          }
+      },
+      'adaptive': {
+          'algorithm': {
+              'mu': start,
+              'adaptive_mu': True
+          }
+      },
   })
   s.grid = ml_collections.ConfigDict()  # No stragglers (the base config's fraction, 0).
   s.max_runs_per_chunk = 0

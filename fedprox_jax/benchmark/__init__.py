@@ -1,0 +1,2 @@
+"""Speed and memory of the default run, the default sweep and every algorithm, with a sequential
+reference (`python -m fedprox_jax.benchmark`; measure.py makes each measurement)."""

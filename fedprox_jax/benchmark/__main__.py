@@ -1,0 +1,162 @@
+"""Speed and memory of the default run, the default sweep and every algorithm.
+
+    python -m fedprox_jax.benchmark [--out=benchmark.json] [--rounds=100]
+    python -m fedprox_jax.benchmark --cohorts=10,100,1000 --only_cohorts   # on an accelerator
+
+Each measurement runs in its own process so that its peak memory is its own; the full runs run
+twice, with an empty compilation cache and then with the one the first filled. Printed: data load
+(cached), compile, steady-state seconds per round (median, training + evaluation), client steps
+per second, the share of executed client steps that are real work, peak RSS and whole-process wall
+time; then, in one process on the same data and cohorts, the median training time per round of
+the packed program and of a plain Python loop over clients and batches around one jitted SGD step;
+then every algorithm's training round on the default task, interleaved round by round in one
+process, as medians and ratios to FedProx's.
+
+With --cohorts, it also times the CNN at each cohort size (clients per round), each in its own
+process: training seconds per round (median), client steps per second, the share of real work,
+one evaluation of all 69k examples, and the device's name.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+_OUT = flags.DEFINE_string('out', 'benchmark.json', 'Where the JSON results go.')
+_ROUNDS = flags.DEFINE_integer('rounds', 100, 'Rounds of the full runs.')
+_REFERENCE_ROUNDS = flags.DEFINE_integer('reference_rounds', 10, 'Rounds timed side by side.')
+_ALGORITHM_ROUNDS = flags.DEFINE_integer('algorithm_rounds', 30,
+                                         'Training rounds timed per algorithm.')
+_SWEEP = flags.DEFINE_string('sweep', 'configs/sweeps/mnist_figure.py', 'Sweep config file.')
+_COHORTS = flags.DEFINE_list('cohorts', [], 'Clients per round at which to time the CNN.')
+_COHORT_ROUNDS = flags.DEFINE_integer('cohort_rounds', 5, 'Training rounds timed per cohort size.')
+_ONLY_COHORTS = flags.DEFINE_bool('only_cohorts', False, 'Time only the CNN cohorts.')
+_CHILD = flags.DEFINE_string('child', None, 'Internal: the measurement this process makes.')
+_CACHE = flags.DEFINE_string('compilation_cache', '', 'Internal: the compilation cache to use.')
+
+
+def _measure(name: str) -> dict:
+  from fedprox_jax.benchmark import measure  # pylint: disable=g-import-not-at-top
+  kind, what = name.split(':')
+  base = measure.base_config(_ROUNDS.value, _CACHE.value)
+  if kind == 'cnn':
+    return measure.cnn_cohort(base, int(what), _COHORT_ROUNDS.value)
+  if kind == 'algorithms':
+    return measure.algorithms(base, _ALGORITHM_ROUNDS.value)
+  base, runs = measure.runs_of(kind, base, _SWEEP.value)
+  if what == 'full':
+    return measure.full_run(base, runs)
+  return measure.side_by_side(base, runs, _REFERENCE_ROUNDS.value)
+
+
+def _child(name: str, cache: str) -> dict:
+  proc = subprocess.run([
+      sys.executable, '-m', 'fedprox_jax.benchmark', f'--child={name}', f'--rounds={_ROUNDS.value}',
+      f'--sweep={_SWEEP.value}', f'--reference_rounds={_REFERENCE_ROUNDS.value}',
+      f'--algorithm_rounds={_ALGORITHM_ROUNDS.value}', f'--cohort_rounds={_COHORT_ROUNDS.value}',
+      f'--compilation_cache={cache}'
+  ],
+                        capture_output=True,
+                        text=True,
+                        env=os.environ,
+                        check=False)
+  if proc.returncode:
+    raise RuntimeError(f'{name} failed:\n{proc.stderr[-3000:]}')
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv):
+  del argv
+  if _CHILD.value:
+    tick = time.perf_counter()
+    result = _measure(_CHILD.value)
+    result['child_s'] = time.perf_counter() - tick
+    print(json.dumps(result))
+    return
+  results = {}
+  # Each full run twice: with an empty compilation cache, then with the one it filled.
+  names = [] if _ONLY_COHORTS.value else [
+      'single:full', 'single:full:warm', 'sweep:full', 'sweep:full:warm', 'single:compare',
+      'sweep:compare', 'algorithms:rounds'
+  ]
+  names += [f'cnn:{int(k)}' for k in _COHORTS.value]
+  with tempfile.TemporaryDirectory() as cache:
+    for name in names:
+      tick = time.perf_counter()
+      results[name] = _child(name.removesuffix(':warm'), cache)
+      results[name]['process_wall_s'] = time.perf_counter() - tick
+  if not _ONLY_COHORTS.value:
+    _print_table(results)
+    _print_algorithms(results['algorithms:rounds'])
+  _print_cohorts(results)
+  with open(_OUT.value, 'w') as f:
+    json.dump(results, f, indent=2)
+  print(f'wrote {_OUT.value}')
+
+
+def _print_table(results: dict) -> None:
+  single, sweep = results['single:full'], results['sweep:full']
+  print(f'machine: {os.cpu_count()} CPUs, {single["platform"]}')
+  print(f'{"":32s}{"default run":>14s}{"default sweep":>16s}')
+  rows = [('runs', 'runs', '{:.0f}'), ('devices x lanes', None, None),
+          ('data load, cached (s)', 'data_load_s', '{:.2f}'),
+          ('compile + data to device (s)', 'setup_s', '{:.2f}'),
+          ('median round, train+eval (s)', 'round_s_median', '{:.4f}'),
+          ('median round, train only (s)', 'train_round_s_median', '{:.4f}'),
+          ('client steps / s', 'client_steps_per_s', '{:,.0f}'),
+          ('real work share', 'real_work_share', '{:.1%}'),
+          ('peak RSS (MB)', 'peak_rss_mb', '{:.0f}'),
+          ('whole process (s)', 'process_wall_s', '{:.1f}'),
+          ('  compiled programs cached:', None, None),
+          ('  compile + data to device (s)', 'setup_s', '{:.2f}'),
+          ('  peak RSS (MB)', 'peak_rss_mb', '{:.0f}'),
+          ('  whole process (s)', 'process_wall_s', '{:.1f}'),
+          ('TensorFlow imported', 'tensorflow_imported', '{}'),
+          ('final test accuracy (mean)', 'final_test_accuracy', '{:.4f}')]
+  for label, key, fmt in rows:
+    if label.startswith('  compiled'):
+      single, sweep = results['single:full:warm'], results['sweep:full:warm']
+      print(label)
+      continue
+    if key is None:
+      cells = [f'{r["devices"]} x {r["lanes"]}' for r in (single, sweep)]
+    else:
+      cells = [fmt.format(r[key]) for r in (single, sweep)]
+    print(f'{label:32s}{cells[0]:>14s}{cells[1]:>16s}')
+  for kind in ('single', 'sweep'):
+    c = results[f'{kind}:compare']
+    print(f'{kind}: training round, median of {c["rounds"]}: packed '
+          f'{c["packed_round_s_median"]:.4f} s, sequential reference '
+          f'{c["sequential_round_s_median"]:.3f} s; speed-up {c["speedup"]:.1f}x (ratio of '
+          f'medians), {c["speedup_total"]:.1f}x (ratio of totals); max |difference| '
+          f'{c["max_abs_difference"]:.1e}')
+
+
+def _print_algorithms(a: dict) -> None:
+  print(f'algorithms on the default task, training round, median of {a["rounds"]} (interleaved):')
+  for label, median in a['round_s_median'].items():
+    low, high = a['round_s_min_max'][label]
+    print(f'  {label:12s}{median * 1e3:8.2f} ms  (min {low * 1e3:.2f}, max {high * 1e3:.2f})  '
+          f'{a["ratio_to_fedprox"][label]:.2f}x FedProx')
+
+
+def _print_cohorts(results: dict) -> None:
+  rows = [r for name, r in results.items() if name.startswith('cnn:')]
+  if not rows:
+    return
+  print(f'CNN on {rows[0]["device"]} ({rows[0]["devices"]} device(s)), median of '
+        f'{rows[0]["rounds"]} training rounds:')
+  print(f'{"clients/round":>14s}{"lanes":>7s}{"s/round":>10s}{"client steps/s":>16s}'
+        f'{"real work":>11s}{"eval (s)":>10s}')
+  for r in rows:
+    print(f'{r["clients_per_round"]:>14d}{r["lanes"]:>7d}{r["round_s_median"]:>10.4f}'
+          f'{r["client_steps_per_s"]:>16,.0f}{r["real_work_share"]:>11.1%}'
+          f'{r["evaluation_s"]:>10.3f}')
+
+
+if __name__ == '__main__':
+  app.run(main)

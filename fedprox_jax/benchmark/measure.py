@@ -1,0 +1,188 @@
+"""The benchmark's measurements, each made in its own process (so its peak memory is its own)."""
+import importlib.util
+import resource
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from fedprox_jax import tasks
+from fedprox_jax.engine import devices
+from fedprox_jax.engine import reference
+from fedprox_jax.engine import run_settings
+from fedprox_jax.engine.simulation import Simulation
+from fedprox_jax.experiment import grid
+from fedprox_jax.experiment import rounds
+from fedprox_jax.experiment.writers import RunWriter
+
+# The algorithms timed against FedProx: (label, config changes).
+ALGORITHMS = [('fedprox', {}), ('fedavg', {
+    'algorithm.name': 'fedavg',
+    'algorithm.mu': 0.0
+}), ('fednova', {
+    'algorithm.name': 'fednova'
+}), ('scaffold', {
+    'algorithm.name': 'scaffold'
+}), ('fedavgm', {
+    'server.optimizer': 'momentum'
+}), ('fedadam', {
+    'server.optimizer': 'adam'
+}), ('fedyogi', {
+    'server.optimizer': 'yogi'
+}), ('fedadagrad', {
+    'server.optimizer': 'adagrad'
+})]
+
+
+def _peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def base_config(num_rounds: int, cache: str) -> ml_collections.ConfigDict:
+  from configs import mnist_fedprox  # pylint: disable=g-import-not-at-top
+  base = mnist_fedprox.get_config()
+  base.num_rounds = num_rounds
+  base.compute.compilation_cache_dir = cache
+  return base
+
+
+def runs_of(kind: str, base, sweep_file: str):
+  """The base config and the run settings of the default run ('single') or sweep ('sweep'), with
+  the devices configured for them."""
+  if kind == 'sweep':
+    spec = importlib.util.spec_from_file_location('sweep_config', sweep_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    base, named = grid.prepare(base, module.get_config())
+    runs = [run_settings.from_config(c) for _, _, c in named]
+  else:
+    runs = [run_settings.from_config(base)]
+  devices.configure(base)
+  return base, runs
+
+
+def full_run(base, runs) -> dict:
+  """The default run or sweep, as its CLI runs it, with timings of its parts."""
+  start = time.perf_counter()
+  data = tasks.load(base.data)
+  load_s = time.perf_counter() - start
+  tick = time.perf_counter()
+  sim = Simulation(base, data, runs)  # Compiles the programs, then moves the data in.
+  setup_s = time.perf_counter() - tick
+  del data
+  writers = [RunWriter(None, base) for _ in runs]
+  progress = rounds.run_rounds(sim, writers, [str(i) for i in range(len(runs))])
+  per_round = np.diff([r['time/elapsed_s'] for r in writers[0].records])
+  return dict(runs=len(runs),
+              rounds=base.num_rounds,
+              devices=jax.device_count(),
+              platform=jax.devices()[0].platform,
+              lanes=sim.num_lanes,
+              data_load_s=load_s,
+              setup_s=setup_s,
+              round_s_median=float(np.median(per_round)),
+              train_round_s_median=float(np.median(progress['round_times'])),
+              client_steps_per_s=progress['real_steps'] / sum(progress['round_times']),
+              real_work_share=progress['real_steps'] / progress['executed_steps'],
+              final_test_accuracy=float(np.mean([w.records[-1]['test/accuracy'] for w in writers])),
+              tensorflow_imported='tensorflow' in sys.modules,
+              peak_rss_mb=_peak_rss_mb())
+
+
+def side_by_side(base, runs, num_rounds: int) -> dict:
+  """Packed program vs the sequential reference on the same cohorts, training only."""
+  data = tasks.load(base.data)
+  sim = Simulation(base, data, runs)
+  ref = reference.make_reference_train_cohort(sim.apply_fn,
+                                              learning_rate=base.client.learning_rate,
+                                              weight_decay=base.client.weight_decay,
+                                              batch_size=base.client.batch_size)
+  x = np.asarray(sim.client_data.x.addressable_data(0))
+  y, offsets, sizes = data.train_y, data.train_offsets, data.train_sizes
+  server = sim.initial_server
+  jax.block_until_ready(sim.run_round(server, 1))
+  packed, sequential, steps, diffs = [], [], [], []
+  for r in range(1, num_rounds + 1):
+    tick = time.perf_counter()
+    new, stats = jax.block_until_ready(sim.run_round(server, r))
+    packed.append(time.perf_counter() - tick)
+    cohort = sim.sample(r)
+    tick = time.perf_counter()
+    want = ref(jax.device_get(server.params), cohort, np.asarray(sim.hp['mu']), x, y, offsets,
+               sizes)
+    sequential.append(time.perf_counter() - tick)
+    steps.append(int(stats['real_steps']))
+    diffs.append(
+        max(
+            float(np.max(np.abs(np.asarray(a) - b)))
+            for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(want))))
+    server = new
+  return dict(rounds=len(packed),
+              packed_round_s_median=float(np.median(packed)),
+              sequential_round_s_median=float(np.median(sequential)),
+              speedup=float(np.median(sequential) / np.median(packed)),
+              speedup_total=float(np.sum(sequential) / np.sum(packed)),
+              real_steps_per_round=float(np.mean(steps)),
+              max_abs_difference=max(diffs))
+
+
+def algorithms(base, num_rounds: int) -> dict:
+  """Training rounds of every algorithm on the default task, interleaved round by round so that
+  the machine's noise falls on all of them alike; medians and ratios to FedProx."""
+  devices.configure(base)
+  data = tasks.load(base.data)
+  sims, servers = {}, {}
+  for label, changes in ALGORITHMS:
+    config = ml_collections.ConfigDict(base.to_dict())
+    config.update_from_flattened_dict(changes)
+    sims[label] = Simulation(config, data, [run_settings.from_config(config)])
+    servers[label] = jax.block_until_ready(sims[label].run_round(sims[label].initial_server, 1))[0]
+  times = {label: [] for label in sims}
+  for r in range(2, num_rounds + 2):
+    for label, sim in sims.items():
+      tick = time.perf_counter()
+      servers[label], _ = jax.block_until_ready(sim.run_round(servers[label], r))
+      times[label].append(time.perf_counter() - tick)
+  medians = {label: float(np.median(t)) for label, t in times.items()}
+  return dict(rounds=num_rounds,
+              round_s_median=medians,
+              round_s_min_max={
+                  k: (float(min(t)), float(max(t))) for k, t in times.items()
+              },
+              ratio_to_fedprox={
+                  k: v / medians['fedprox'] for k, v in medians.items()
+              })
+
+
+def cnn_cohort(base, clients_per_round: int, num_rounds: int) -> dict:
+  """Training rounds of the CNN with `clients_per_round` clients, and one evaluation."""
+  base.model.name = 'cnn'
+  base.clients_per_round = clients_per_round
+  devices.configure(base)
+  data = tasks.load(base.data)
+  tick = time.perf_counter()
+  sim = Simulation(base, data, [run_settings.from_config(base)])
+  setup_s = time.perf_counter() - tick
+  server, times, real, executed = sim.initial_server, [], 0, 0
+  for r in range(1, num_rounds + 1):
+    tick = time.perf_counter()
+    server, stats = jax.block_until_ready(sim.run_round(server, r))
+    times.append(time.perf_counter() - tick)
+    real, executed = real + int(stats['real_steps']), executed + int(stats['executed_steps'])
+  tick = time.perf_counter()
+  accuracy = float(sim.evaluate(server.params)['test/accuracy'][0])
+  return dict(clients_per_round=clients_per_round,
+              rounds=len(times),
+              device=jax.devices()[0].device_kind,
+              devices=jax.device_count(),
+              lanes=sim.num_lanes,
+              setup_s=setup_s,
+              round_s_median=float(np.median(times)),
+              client_steps_per_s=real / sum(times),
+              real_work_share=real / executed,
+              real_steps_per_round=real / len(times),
+              evaluation_s=time.perf_counter() - tick,
+              test_accuracy=accuracy,
+              peak_rss_mb=_peak_rss_mb())

@@ -1,0 +1,98 @@
+"""The lanes' loop: every lane runs its client jobs back to back, one local step per loop step, in
+lockstep with the other lanes (vmapped), for as many steps as the busiest lane needs.
+
+At a job boundary a lane resets to the job's run's global parameters. When a job ends, the lane
+asks the algorithm for the client's upload and adds q_i * upload to its own sums for the job's run
+(masked where q_i = 0, so a client left out can never inject a NaN), and keeps the client's new
+persistent state, if the algorithm has one. Nothing crosses lanes until the caller sums them.
+"""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fedprox_jax.algorithms.base import Algorithm
+from fedprox_jax.algorithms.base import ClientResult
+from fedprox_jax.core import client
+from fedprox_jax.core import shuffle
+from fedprox_jax.core.packing import Jobs
+from fedprox_jax.tasks.models import ApplyFn
+
+
+class RunInputs(NamedTuple):
+  """What a run's clients start from, stacked over the runs."""
+  params: jax.Array  # pytree [R, ...]: the global models
+  state: jax.Array  # pytree [R, ...]: the algorithm's server states
+  hp: dict  # {name: [R]}: hyperparameters, mu included
+
+
+def take(tree, i):
+  return jax.tree.map(lambda a: a[i], tree)
+
+
+def _select(pred, on_true, on_false):
+  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def run_lanes(algorithm: Algorithm, apply_fn: ApplyFn, batch_size: int, lane_jobs, lane_start,
+              num_steps, jobs: Jobs, runs: RunInputs, client_states, data):
+  """Runs lanes [L] for num_steps steps; returns each lane's sums of q_i * upload_i per run
+  ([L, R, ...]) and its jobs' new client states ([L, J + 1, ...], None without client state)."""
+  b = batch_size
+  anchor0, hp0 = take(runs.params, 0), take(runs.hp, 0)
+  opt_init = client.local_optimizer(hp0['learning_rate'], hp0['weight_decay']).init(anchor0)
+  upload_shape = jax.eval_shape(lambda: algorithm.upload(
+      ClientResult(anchor0, jobs.steps[0], hp0['learning_rate'], hp0['weight_decay'], hp0['mu']),
+      take(runs.state, 0), take(client_states, 0), hp0)[0])
+  num_runs = jax.tree.leaves(runs.params)[0].shape[0]
+
+  def lane_step(t, jobs_l, start_l, params, opt_state, sums, states_out):
+    slot = jnp.maximum(jnp.searchsorted(start_l, t, side='right') - 1, 0)
+    job = jobs_l[slot]
+    s = t - start_l[slot]
+    active = s < jobs.steps[job]
+    run = jobs.run[job]
+    anchor, state, hp = take(runs.params, run), take(runs.state, run), take(runs.hp, run)
+    client_state = take(client_states, job)
+    begin = active & (s == 0)
+    params = _select(begin, anchor, params)
+    opt_state = _select(begin, opt_init, opt_state)
+    per_epoch = jobs.steps_per_epoch[job]
+    epoch, batch = s // per_epoch, s % per_epoch
+    n = jobs.n[job]
+    pos = batch * b + jnp.arange(b)
+    local = shuffle.permute_with_tables(jobs.shift[job, epoch], jobs.salt[job, epoch], n,
+                                        jnp.minimum(pos, n - 1))
+    rows = jobs.offset[job] + local
+    correction = (algorithm.correction(state, client_state, hp) if algorithm.correction else None)
+    new_params, new_opt, _ = client.local_step(apply_fn, params, opt_state, anchor, data.x[rows],
+                                               data.y[rows], (pos < n).astype(jnp.float32), hp,
+                                               correction)
+    params = _select(active, new_params, params)
+    opt_state = _select(active, new_opt, opt_state)
+    # The job's last step: the client uploads, into this lane's sums for its run.
+    end = active & (s == jobs.steps[job] - 1)
+    delta = jax.tree.map(jnp.subtract, params, anchor)
+    upload, new_state = algorithm.upload(
+        ClientResult(delta, jobs.steps[job], hp['learning_rate'], hp['weight_decay'], hp['mu']),
+        state, client_state, hp)
+    w = jnp.where(end, jobs.weight[job], 0.0)
+    sums = jax.tree.map(lambda a, u: a.at[run].add(jnp.where(w > 0, w * u, 0.0)), sums, upload)
+    if states_out is not None:
+      states_out = jax.tree.map(lambda o, v: o.at[job].set(jnp.where(end, v, o[job])), states_out,
+                                new_state)
+    return params, opt_state, sums, states_out
+
+  all_lanes_step = jax.vmap(lane_step, in_axes=(None, 0, 0, 0, 0, 0, 0))
+
+  def body(carry):
+    t, *state = carry
+    return t + 1, *all_lanes_step(t, lane_jobs, lane_start, *state)
+
+  num_lanes = lane_jobs.shape[0]
+  lanes_of = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (num_lanes, *a.shape)), tree)
+  sums0 = jax.tree.map(lambda s: jnp.zeros((num_runs, *s.shape), s.dtype), upload_shape)
+  carry = (jnp.int32(0), lanes_of(anchor0), lanes_of(opt_init), lanes_of(sums0),
+           None if client_states is None else lanes_of(jax.tree.map(jnp.zeros_like, client_states)))
+  _, _, _, sums, states_out = jax.lax.while_loop(lambda c: c[0] < num_steps, body, carry)
+  return sums, states_out

@@ -1,0 +1,104 @@
+"""Every client's persistent algorithm state (SCAFFOLD's c_i), for every run of a program.
+
+It lives on the first device when it fits DEVICE_BUDGET, else in host memory (the cohort's rows
+gathered before a round and scattered back after it), chosen automatically; a state that does not
+fit HOST_BUDGET either is refused before any compute, with its size.
+"""
+import os
+
+import jax
+import numpy as np
+
+from fedprox_jax.algorithms.base import Algorithm
+from fedprox_jax.errors import ConfigError
+
+DEVICE_BUDGET = 1 << 30  # Bytes on the device, and at most an eighth of its memory.
+HOST_FRACTION = 0.25  # Of the machine's memory.
+
+
+def bytes_needed(algorithm: Algorithm, params_shape, num_runs: int, num_clients: int) -> int:
+  """Bytes of client state for `num_runs` runs of `num_clients` clients (0: the algorithm keeps
+  none); `params_shape` is one run's parameters (arrays or shapes)."""
+  if algorithm.init_client_state is None:
+    return 0
+  one = jax.eval_shape(algorithm.init_client_state, params_shape)
+  per_client = sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(one))
+  return per_client * num_clients * num_runs
+
+
+def host_budget() -> int:
+  return int(HOST_FRACTION * os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'))
+
+
+def device_budget(device) -> int:
+  stats = device.memory_stats() if device.platform != 'cpu' else None
+  limit = (stats or {}).get('bytes_limit')
+  return min(DEVICE_BUDGET, limit // 8) if limit else DEVICE_BUDGET
+
+
+def check_fits(algorithm: Algorithm, needed: int, num_runs: int) -> None:
+  if needed > host_budget():
+    raise ConfigError(
+        f'{algorithm.name} keeps a state for every client: {needed / 2**30:.1f} GiB for '
+        f'{num_runs} run(s), more than a quarter of this machine\'s memory '
+        f'({host_budget() / 2**30:.1f} GiB): use fewer clients, a smaller model, or fewer runs '
+        'per chunk (sweep.max_runs_per_chunk)')
+
+
+class ClientStates:
+  """The [R, N, ...] client states of R runs, on the device or on the host."""
+
+  def __init__(self, algorithm: Algorithm, params, num_clients: int, replicated):
+    """`params`: the runs' initial parameters [R, ...]; `replicated`: the rounds' sharding."""
+    num_runs = jax.tree.leaves(params)[0].shape[0]
+    one_run = jax.tree.map(lambda a: a[0], params)
+    needed = bytes_needed(algorithm, one_run, num_runs, num_clients)
+    check_fits(algorithm, needed, num_runs)
+    self._replicated = replicated
+    self._device = jax.devices()[0]
+    self.on_device = needed <= device_budget(self._device)
+    initial = jax.tree.map(lambda a: np.zeros((num_runs, num_clients, *a.shape), a.dtype),
+                           jax.eval_shape(algorithm.init_client_state, one_run))
+    self.set(initial)
+    self._gather = jax.jit(
+        jax.vmap(lambda store, clients: jax.tree.map(lambda a: a[clients], store)))
+    self._scatter = jax.jit(jax.vmap(
+        lambda store, clients, new: jax.tree.map(lambda a, b: a.at[clients].set(b), store, new)),
+                            donate_argnums=0)
+
+  def cohort_shape(self, clients_per_round: int):
+    """Shapes of a cohort's states [R, K, ...], placed for the round program."""
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(
+            (a.shape[0], clients_per_round, *a.shape[2:]), a.dtype, sharding=self._replicated),
+        self._store)
+
+  def set(self, states) -> None:
+    """Replaces every client's state with host arrays [R, N, ...] (a fresh start, a restore)."""
+    if self.on_device:
+      self._store = jax.device_put(states, self._device)
+    else:
+      self._store = jax.tree.map(np.array, states)
+
+  def get(self):
+    """Every client's state as host arrays [R, N, ...] (for a checkpoint)."""
+    return jax.tree.map(np.asarray, self._store)
+
+  def gather(self, clients: jax.Array):
+    """The cohort's states [R, K, ...], placed for the round program."""
+    if self.on_device:
+      out = self._gather(self._store, jax.device_put(clients, self._device))
+    else:
+      rows = np.asarray(clients)
+      out = jax.tree.map(lambda a: np.stack([a[r, rows[r]] for r in range(len(rows))]), self._store)
+    return jax.device_put(out, self._replicated)
+
+  def scatter(self, clients: jax.Array, new) -> None:
+    """Writes the cohort's states after the round back."""
+    if self.on_device:
+      new = jax.device_put(new, self._device)
+      self._store = self._scatter(self._store, jax.device_put(clients, self._device), new)
+    else:
+      rows, new = np.asarray(clients), jax.tree.map(np.asarray, new)
+      for r in range(len(rows)):
+        jax.tree.map(lambda a, b: a[r].__setitem__(rows[r], b[r]), self._store, new)

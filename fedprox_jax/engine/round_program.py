@@ -1,0 +1,90 @@
+"""One federated round for a whole cohort (of one run or of many) as one compiled program.
+
+Jobs are packed onto lanes (core/packing.py), the lanes run the clients' local steps and collect
+their uploads (core/lanes.py), then every run's server aggregates and updates (engine/server.py).
+The loop runs as many steps as the busiest lane needs (a while loop with a traced bound), so shapes
+never depend on the cohort: no recompiles between rounds.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from fedprox_jax.algorithms.base import Algorithm
+from fedprox_jax.core import lanes as lanes_lib
+from fedprox_jax.core import packing
+from fedprox_jax.core.cohort import Cohort
+from fedprox_jax.core.cohort import client_weights
+from fedprox_jax.engine import server as server_lib
+from fedprox_jax.tasks.models import ApplyFn
+
+
+def _pad_jobs(tree, num_jobs):
+  """[R, K, ...] per-client values as [J + 1, ...] per job, the empty job last (zeros)."""
+  return jax.tree.map(
+      lambda a: jnp.concatenate(
+          [a.reshape(num_jobs, *a.shape[2:]),
+           jnp.zeros((1, *a.shape[2:]), a.dtype)]), tree)
+
+
+def make_train_cohort(algorithm: Algorithm,
+                      optimizer: str,
+                      apply_fn: ApplyFn,
+                      *,
+                      batch_size: int,
+                      num_lanes: int,
+                      max_epochs: int,
+                      mesh: jax.sharding.Mesh | None = None):
+  """Builds train_cohort(server, hp, cohort, client_states, data) -> (server, client_states, stats)
+  for R runs: `client_states` are the cohort's own [R, K, ...] (None without client state).
+
+  With a `mesh` (one axis, 'lanes'), each device runs its share of the lanes as its own loop
+  (shard_map): nothing crosses devices until the final sums, and a device's program is the
+  single-device one, whatever the model.
+  """
+
+  def train_cohort(server: server_lib.ServerState, hp: dict, cohort: Cohort, client_states, data):
+    num_runs, k = cohort.clients.shape
+    num_jobs = num_runs * k
+    jobs = packing.make_jobs(cohort, data.sizes, data.offsets, batch_size, max_epochs)
+    lane_jobs, lane_start, load = packing.pack_lanes(jobs.steps[:num_jobs], num_lanes)
+    num_steps = jnp.max(load)
+    job_states = None if client_states is None else _pad_jobs(client_states, num_jobs)
+    loop = functools.partial(lanes_lib.run_lanes, algorithm, apply_fn, batch_size)
+    if mesh is not None:
+      lanes, everywhere = jax.sharding.PartitionSpec('lanes'), jax.sharding.PartitionSpec()
+      # No collectives inside, so the check of which values vary across devices is off.
+      loop = jax.shard_map(loop,
+                           mesh=mesh,
+                           out_specs=lanes,
+                           in_specs=(lanes, lanes, everywhere, everywhere, everywhere, everywhere,
+                                     everywhere),
+                           check_vma=False)
+    sums, states_out = loop(lane_jobs, lane_start, num_steps, jobs,
+                            lanes_lib.RunInputs(server.params, server.algorithm, hp), job_states,
+                            data)
+    sums = jax.tree.map(lambda a: a.sum(0), sums)
+    aggregated = jnp.where(jobs.weight[:num_jobs] > 0, jobs.weight[:num_jobs], 0.0)
+    weight = jax.ops.segment_sum(aggregated, jobs.run[:num_jobs], num_runs)
+    population = jax.vmap(
+        lambda by_batches: client_weights(data.sizes, batch_size, by_batches).sum())(
+            hp['weight_by_batches'])
+    new_server = server_lib.update(algorithm, optimizer, server, sums, weight, population, hp)
+    if client_states is not None:  # Each job's state comes from the one lane that ran it.
+      worked = jobs.steps[:num_jobs] > 0
+      client_states = jax.tree.map(
+          lambda new, old: jnp.where(worked.reshape(-1, *[1] * (old.ndim - 1)),
+                                     new.sum(0)[:num_jobs], old[:num_jobs]).reshape(
+                                         num_runs, k, *old.shape[1:]), states_out, job_states)
+    finite = jnp.stack([
+        jnp.all(jnp.isfinite(p), axis=tuple(range(1, p.ndim)))
+        for p in jax.tree.leaves(new_server.params)
+    ]).all(0)
+    stats = dict(executed_steps=num_steps * num_lanes,
+                 real_steps=jnp.sum(jobs.steps),
+                 finite=finite,
+                 stragglers=cohort.stragglers.sum(1),
+                 active_clients=(cohort.weights > 0).sum(1))
+    return new_server, client_states, stats
+
+  return train_cohort

@@ -1,0 +1,156 @@
+"""R federated runs that share data, model, algorithm structure and round count, advanced together
+one round at a time.
+
+A single run is R = 1; a sweep puts its runs side by side. Everything a run may vary (seed,
+hyperparameters, straggler model, FedAvg's dropping) is data, so all runs share one compiled round
+program.
+"""
+import ctypes
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fedprox_jax import algorithms
+from fedprox_jax.core import cohort as cohort_lib
+from fedprox_jax.engine import evaluation
+from fedprox_jax.engine import placement
+from fedprox_jax.engine import round_program
+from fedprox_jax.engine import server as server_lib
+from fedprox_jax.engine.client_states import ClientStates
+from fedprox_jax.engine.run_settings import RunSettings
+from fedprox_jax.engine.run_settings import stacked_hp
+from fedprox_jax.tasks import models
+from fedprox_jax.tasks.federated_data import FederatedData
+
+
+def _return_freed_memory() -> None:
+  """Hands memory that the compiler freed back to the OS (glibc keeps it otherwise)."""
+  try:
+    ctypes.CDLL('libc.so.6').malloc_trim(0)
+  except (OSError, AttributeError):  # Not glibc: nothing to do.
+    pass
+
+
+class Simulation:
+  """Device state and compiled programs for R runs of one configuration's structure.
+
+  It keeps no reference to the host copy of `data`, which the caller may drop once built.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, data: FederatedData,
+               runs: list[RunSettings]):
+    self.config, self.runs = config, runs
+    c = config
+    self.algorithm = algorithms.get(c.algorithm.name)
+    self.optimizer = c.server.optimizer
+    self.layout = placement.make_layout(c.compute.num_lanes, len(runs) * c.clients_per_round)
+    self.num_lanes = self.layout.num_lanes
+    keys = [jax.random.split(jax.random.PRNGKey(r.seed)) for r in runs]
+    module_params = [
+        models.create_model(c.model.name, data.num_classes, data.input_dim, k[0]) for k in keys
+    ]
+    # Features stay raw on the device (uint8 pixels: a quarter of their float32 size, and a
+    # quarter of the bytes that evaluation reads); the model normalises the rows it reads.
+    self.apply_fn = models.on_raw_features(module_params[0][0], data.feature_mean,
+                                           data.feature_scale)
+    # Everything a round reads sits on every device with one sharding, so round r's outputs
+    # feed round r + 1 without a transfer.
+    replicated = self.layout.replicated
+    self.hp, self._round_keys = jax.device_put((stacked_hp(runs), jnp.stack([k[1] for k in keys])),
+                                               replicated)
+    initial_params = placement.stack([p for _, p in module_params])
+    self.initial_server = jax.device_put(
+        jax.jit(lambda p, h: server_lib.init(self.algorithm, self.optimizer, p, h))(initial_params,
+                                                                                    self.hp),
+        replicated)
+    self.client_states = (ClientStates(self.algorithm, initial_params, data.num_clients, replicated)
+                          if self.algorithm.init_client_state else None)
+    self._compile(data)
+    _return_freed_memory()
+    self.client_data, self.eval_sets, self._train_client = placement.place_data(data, self.layout)
+
+  @property
+  def initial_params(self):
+    return self.initial_server.params
+
+  def _compile(self, data: FederatedData) -> None:
+    """The programs, compiled from shapes alone before the data reach the device: the compiler's
+    working memory is freed by the time the data take theirs (a lower peak)."""
+    c, layout = self.config, self.layout
+    sample = jax.vmap(
+        lambda key, sizes, h: cohort_lib.sample_cohort(key,
+                                                       sizes=sizes,
+                                                       clients_per_round=c.clients_per_round,
+                                                       local_epochs=c.client.local_epochs,
+                                                       batch_size=c.client.batch_size,
+                                                       fraction=h['straggler_fraction'],
+                                                       fixed_count=h['fixed_straggler_count'],
+                                                       drop_stragglers=h['drop_stragglers'],
+                                                       weight_by_batches=h['weight_by_batches']),
+        in_axes=(0, None, 0))
+
+    def sample_round(round_index, round_keys, hp, sizes):
+      keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(round_keys, round_index)
+      return sample(keys, sizes, hp)
+
+    client_shapes = placement.shape_of(placement.host_client_data(data), layout.replicated)
+    self._sample = jax.jit(sample_round).lower(jnp.int32(0), self._round_keys, self.hp,
+                                               client_shapes.sizes).compile()
+    cohort_shape = jax.eval_shape(sample_round, jnp.int32(0), self._round_keys, self.hp,
+                                  client_shapes.sizes)
+    states_shape = (self.client_states.cohort_shape(c.clients_per_round)
+                    if self.client_states else None)
+    self.traces = 0  # How often the round program was traced: once, whatever the cohorts.
+    train_cohort = round_program.make_train_cohort(self.algorithm,
+                                                   self.optimizer,
+                                                   self.apply_fn,
+                                                   batch_size=c.client.batch_size,
+                                                   num_lanes=self.num_lanes,
+                                                   max_epochs=c.client.local_epochs,
+                                                   mesh=layout.mesh)
+
+    def round_fn(*args):
+      self.traces += 1
+      return train_cohort(*args)
+
+    self._round = jax.jit(round_fn).lower(self.initial_server, self.hp,
+                                          placement.shape_of(cohort_shape, layout.replicated),
+                                          states_shape, client_shapes).compile()
+    eval_shapes = placement.shape_of(placement.eval_sets(data), layout.eval_device)
+    chunk = c.eval.chunk_size or evaluation.AUTO_CHUNK[c.model.name]
+    self._evaluate = evaluation.make_evaluate(
+        self.apply_fn, chunk, data.num_clients if c.eval.dissimilarity else 0).lower(
+            jax.device_put(self.initial_params, layout.eval_device), eval_shapes,
+            jax.ShapeDtypeStruct((len(data.train_y),), jnp.int32,
+                                 sharding=layout.eval_device)).compile()
+
+  def with_mu(self, mu: np.ndarray) -> dict:
+    """The runs' hyperparameters with mu [R] replaced (it is data: no recompile)."""
+    return {**self.hp, 'mu': jax.device_put(np.asarray(mu, np.float32), self.layout.replicated)}
+
+  def sample(self, round_index: int, hp: dict | None = None) -> cohort_lib.Cohort:
+    """The cohorts that round `round_index` trains, one per run (what run_round draws)."""
+    return self._sample(jnp.int32(round_index), self._round_keys, hp or self.hp,
+                        self.client_data.sizes)
+
+  def run_round(self, server: server_lib.ServerState, round_index: int, hp: dict | None = None):
+    """One round of every run: (new server state [R], stats with [R] entries)."""
+    hp = hp or self.hp
+    cohort = self.sample(round_index, hp)
+    states = self.client_states.gather(cohort.clients) if self.client_states else None
+    server, states, stats = self._round(server, hp, cohort, states, self.client_data)
+    if self.client_states:
+      self.client_states.scatter(cohort.clients, states)
+    return server, stats
+
+  def place_server(self, host_state: server_lib.ServerState) -> server_lib.ServerState:
+    """A server state of host arrays (a restored checkpoint) on the rounds' devices."""
+    return jax.device_put(host_state, self.layout.replicated)
+
+  def evaluate(self, params) -> dict[str, np.ndarray]:
+    """Loss and accuracy of every run's global model on each dataset, as [R] arrays."""
+    out = self._evaluate(jax.device_put(params, self.layout.eval_device), self.eval_sets,
+                         self._train_client)
+    return {k: np.asarray(v) for k, v in out.items()}

@@ -1,0 +1,271 @@
+"""Checkpoints of the server state, verified when restored.
+
+A checkpoint (orbax, one directory per round) holds two items: `state`, the state of every run as
+host arrays named by their place in it ('server.params.Dense_0.kernel', 'server.optimizer.0.m...',
+'client_states...', 'adaptive.mu': models, server optimizer and algorithm states, clients' states,
+adaptive mu), and `meta`, a JSON record of the format version, the round, a fingerprint of the
+config that made it, what the run had done so far (`progress`: program totals and round times, so a
+resumed run's summary covers all its rounds) and a SHA-256 digest of all of it. orbax finalises a
+checkpoint directory atomically, so the digest is there exactly when the rest is.
+
+Restoring tries checkpoints newest first. One that cannot be read, does not match its digest or
+was made by another config is reported by name and moved aside (to CHECKPOINTS-rejected/), and the
+next older one is tried; with none left the run starts from round 0. Every random draw of a round
+derives from (seed, round), so resuming from any checkpoint repeats what an uninterrupted run did.
+"""
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import re
+import shutil
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from fedprox_jax.config_fields import flatten
+from fedprox_jax.errors import CheckpointError
+from fedprox_jax.experiment.workdir import resumable
+
+# Version 1: items `state` (flat, named arrays) and `meta`. Checkpoints from before versioning hold
+# one item, `default` (the models as {'params': ..., 'mu': ..., ...}), and no digest: they are
+# restored with a warning that they cannot be verified.
+FORMAT_VERSION = 1
+_ROUND_NAME = re.compile(r'0|[1-9][0-9]*')  # Only canonical names: '030' is not round 30.
+
+
+class _QuietOrbax(logging.Filter):
+  """orbax logs every file it writes at INFO through absl's logger: keep its warnings only, each on
+  one line. A failed save is reported by CheckpointError, naming the cause: the errors its
+  background threads log, and asyncio's notes on their tasks, would only repeat it."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.name == 'asyncio':
+      return 'exception was never retrieved' not in record.getMessage()
+    if '/orbax/' not in record.pathname:
+      return True
+    if record.levelno < logging.WARNING or 'raised an exception' in record.getMessage():
+      return False
+    if record.exc_info or '\n' in record.getMessage():
+      record.msg, record.args = ' '.join(record.getMessage().split())[:300], ()
+      record.exc_info = record.exc_text = None
+    return True
+
+
+for _name in ('absl', 'asyncio'):
+  logging.getLogger(_name).addFilter(_QuietOrbax())
+
+
+class _Unusable(Exception):
+  """This checkpoint cannot be restored (unreadable, incomplete, altered or foreign)."""
+
+
+def _why(e: Exception) -> str:
+  """The reason in a few words: the OS's, if the error carries an OS error code."""
+  code = re.search(r"os_error_code='?(\d+)", str(e))
+  if code:
+    return os.strerror(int(code.group(1)))
+  return getattr(e, 'strerror', None) or f'{type(e).__name__}: {" ".join(str(e).split())[:100]}'
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  round: int
+  state: dict  # Named host (NumPy) arrays: see flat_state; nested for a legacy checkpoint.
+  progress: dict | None  # None for a checkpoint from before versioning.
+
+
+def _key_name(key) -> str:
+  for attribute in ('key', 'name', 'idx'):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def flat_state(tree) -> dict[str, np.ndarray]:
+  """A state pytree as {'dotted.path': host array}: a layout that names every array."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {'.'.join(_key_name(k) for k in path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def unflat_state(flat: dict, like):
+  """The pytree of `like`'s structure with the arrays of `flat` (None unless names, shapes and
+  dtypes all match)."""
+  paths = list(flat_state(jax.tree.map(lambda a: np.zeros(0), like)))  # Names only.
+  like_leaves = jax.tree.leaves(like)
+  if sorted(paths) != sorted(flat) or any(
+      np.shape(flat[p]) != np.shape(a) or np.asarray(flat[p]).dtype != np.dtype(a.dtype)
+      for p, a in zip(paths, like_leaves)):
+    return None
+  return jax.tree.unflatten(jax.tree.structure(like), [flat[p] for p in paths])
+
+
+def digest(round_index: int, state: dict, progress: dict, config: str = '') -> str:
+  """SHA-256 of the format, round, config fingerprint, progress and every array's name, dtype,
+  shape and bytes."""
+  h = hashlib.sha256(
+      json.dumps(
+          {
+              'format': FORMAT_VERSION,
+              'round': round_index,
+              'config': config,
+              'progress': progress
+          },
+          sort_keys=True).encode())
+  leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+  for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+    a = np.ascontiguousarray(leaf)
+    h.update(f'{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}'.encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _as_host_arrays(path: pathlib.Path) -> dict:
+  """An orbax PyTree item as NumPy arrays, whatever devices saved it."""
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(path).item_metadata
+  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata.tree)
+  return checkpointer.restore(path, restore_args=args)
+
+
+class Checkpoints:
+  """The latest `keep` states of a run (or of a chunk of a sweep's runs), made by the config whose
+  fingerprint is `config`."""
+
+  def __init__(self, directory: pathlib.Path, every: int, keep: int, config: str = ''):
+    self.directory = directory.absolute()
+    self.every, self.keep, self.config = every, keep, config
+    self._manager = None  # Made at the first save, after restore() has set rejects aside.
+    self.last_saved: int | None = None
+    if self.directory.exists() and not self.directory.is_dir():
+      raise CheckpointError(f'{self.directory} is not a directory: move it away (or use '
+                            '--overwrite to start the run over)')
+
+  def rounds(self) -> list[int]:
+    """Rounds of the checkpoint directories on disk, oldest first (complete or not, valid or
+    not)."""
+    if not self.directory.is_dir():
+      return []
+    return sorted(int(p.name) for p in self.directory.iterdir() if _ROUND_NAME.fullmatch(p.name))
+
+  def restore(self) -> Restored | None:
+    """The newest checkpoint that verifies; unusable ones are reported and moved aside."""
+    rejected = 0
+    for round_index in reversed(self.rounds()):
+      try:
+        restored = self._read(round_index)
+      except _Unusable as e:
+        rejected += 1
+        logging.warning('%s; skipped (moved to %s)', e, self._reject(round_index))
+        continue
+      if rejected:
+        logging.warning(
+            'Resuming from the older checkpoint of round %d; the records after it '
+            'are computed again', round_index)
+      self.last_saved = round_index
+      return restored
+    if rejected:
+      logging.warning('No checkpoint in %s could be verified: starting from round 0',
+                      self.directory)
+    return None
+
+  def _read(self, round_index: int) -> Restored:
+    path = self.directory / str(round_index)
+    where = f'checkpoint {path}'
+    if (path / 'default').is_dir() and not (path / 'meta').exists():
+      try:
+        state = _as_host_arrays(path / 'default')
+      except Exception as e:  # orbax, tensorstore and JSON each raise their own kinds.
+        raise _Unusable(f'{where} cannot be read ({_why(e)})') from None
+      logging.warning(
+          '%s predates checkpoint digests and cannot be verified; restoring it '
+          'anyway', where)
+      return Restored(round_index, state, None)
+    try:
+      meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path / 'meta',
+                                                                   args=ocp.args.JsonRestore())
+      version = meta['format']
+    except Exception as e:
+      raise _Unusable(f'{where} has no readable digest ({_why(e)})') from None
+    if not isinstance(version, int) or isinstance(version, bool):
+      raise _Unusable(f'{where} has a malformed format field ({version!r})')
+    if version > FORMAT_VERSION:
+      raise CheckpointError(f'{where} has format version {version}, newer than this '
+                            f'fedprox_jax reads ({FORMAT_VERSION}): upgrade fedprox_jax, or use '
+                            'another workdir')
+    try:
+      state = ocp.StandardCheckpointer().restore(path / 'state')  # Saved as host arrays.
+    except Exception as e:
+      raise _Unusable(f'{where} cannot be read ({_why(e)})') from None
+    try:
+      intact = (meta['round'] == round_index and meta['sha256'] == digest(
+          round_index, state, meta['progress'], meta.get('config', '')))
+    except (KeyError, TypeError, ValueError):
+      intact = False
+    if not intact:
+      raise _Unusable(f'{where} does not match its digest (altered or damaged)')
+    if meta.get('config', '') != self.config:
+      raise _Unusable(f'{where} was made by another config')
+    return Restored(round_index, state, meta['progress'])
+
+  def _reject(self, round_index: int) -> pathlib.Path:
+    aside = self.directory.with_name(self.directory.name + '-rejected')
+    try:
+      aside.mkdir(exist_ok=True)
+      target, n = aside / str(round_index), 1
+      while target.exists():
+        target, n = aside / f'{round_index}.{n}', n + 1
+      shutil.move(str(self.directory / str(round_index)), str(target))
+    except OSError as e:
+      raise CheckpointError(f'the unusable checkpoint {self.directory / str(round_index)} could '
+                            f'not be moved to {aside} ({e.strerror}): move it away yourself, '
+                            'then rerun the same command') from None
+    return target
+
+  def due(self, round_index: int, last: bool) -> bool:
+    return round_index % self.every == 0 or last
+
+  def save(self, round_index: int, state, progress: dict) -> None:
+    """Saves `state` (a pytree of device or host arrays) as the checkpoint of `round_index`."""
+    host = flat_state(state)
+    meta = {
+        'format': FORMAT_VERSION,
+        'round': round_index,
+        'config': self.config,
+        'progress': progress,
+        'sha256': digest(round_index, host, progress, self.config)
+    }
+    try:
+      if self._manager is None:
+        self._manager = ocp.CheckpointManager(self.directory,
+                                              options=ocp.CheckpointManagerOptions(
+                                                  max_to_keep=self.keep,
+                                                  enable_async_checkpointing=False,
+                                                  create=True))
+      self._manager.save(round_index,
+                         args=ocp.args.Composite(state=ocp.args.StandardSave(host),
+                                                 meta=ocp.args.JsonSave(meta)))
+    except Exception as e:  # orbax wraps the OS's errors in its own kinds.
+      for partial in self.directory.glob(f'{round_index}.orbax-checkpoint-tmp*'):
+        shutil.rmtree(partial, ignore_errors=True)  # Nothing half-written stays.
+      resume = (f'resume from the last checkpoint (round {self.last_saved})'
+                if self.last_saved is not None else 'start again (no checkpoint yet)')
+      raise CheckpointError(
+          f'the checkpoint of round {round_index} could not be written to {self.directory} '
+          f'({_why(e)}): free disk space or fix the directory, then rerun the same command to '
+          f'{resume}') from None
+    self.last_saved = round_index
+
+  def close(self) -> None:
+    if self._manager is not None:
+      self._manager.close()
+
+
+def fingerprint(configs) -> str:
+  """What a checkpoint must have been made by: the configs of its runs, without the fields that
+  may change on resumption (paths, devices, round count)."""
+  kept = [{k: v for k, v in sorted(flatten(c).items()) if not resumable(k)} for c in configs]
+  return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:32]

@@ -1,0 +1,71 @@
+"""A sweep's runs, split into programs: one per structure (algorithm functions and server
+optimizer), each cut into chunks of as many runs as the device's memory holds."""
+import os
+from typing import NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+
+from fedprox_jax import algorithms
+from fedprox_jax import tasks
+from fedprox_jax.engine import client_states
+from fedprox_jax.engine import evaluation
+from fedprox_jax.engine import run_settings
+from fedprox_jax.tasks import models
+
+
+class Chunk(NamedTuple):
+  runs: list  # (name, arm, config) of each run
+  label: str  # Its checkpoints' directory: the runs' places in the sweep's grouped order.
+  description: str
+
+
+def _num_params(config: ml_collections.ConfigDict):
+  num_classes, input_dim = tasks.model_dims(config.data)
+  shapes = jax.eval_shape(
+      lambda key: models.create_model(config.model.name, num_classes, input_dim, key)[1],
+      jax.random.PRNGKey(0))
+  return shapes, sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes))
+
+
+def runs_per_chunk(config: ml_collections.ConfigDict, requested: int) -> int:
+  """How many runs of this config's structure one program may hold: `requested`, or a quarter of
+  the device's memory over a rough per-run footprint (parameters in every lane, the evaluation's
+  activations), and no more clients' states than memory holds."""
+  shapes, num_params = _num_params(config)
+  algorithm = algorithms.get(config.algorithm.name)
+  state_bytes = client_states.bytes_needed(algorithm, shapes, 1, config.data.num_clients)
+  if requested:
+    return requested
+  device = jax.devices()[0]
+  stats = device.memory_stats() if device.platform != 'cpu' else None
+  memory = (stats or
+            {}).get('bytes_limit') or os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  lanes = max(config.compute.num_lanes, jax.device_count())
+  eval_chunk = config.eval.chunk_size or evaluation.AUTO_CHUNK[config.model.name]
+  per_run = 4 * num_params * (4 + 2 * lanes) + 4 * eval_chunk * 10 * 3
+  if config.model.name == 'cnn':
+    per_run += 4 * eval_chunk * 28 * 28 * 32 * 4  # Evaluation chunk activations.
+  most = max(1, int(memory // 4 // per_run))
+  if state_bytes:
+    most = min(most, max(1, client_states.host_budget() // state_bytes))
+  return most
+
+
+def split(runs: list, requested: int) -> list[Chunk]:
+  """The runs grouped by structure (in order of first appearance), each group in chunks."""
+  groups: dict[tuple, list] = {}
+  for run in runs:
+    groups.setdefault(run_settings.structure(run[2]), []).append(run)
+  chunks, start = [], 0
+  for group in groups.values():
+    config = group[0][2]
+    size = runs_per_chunk(config, requested)
+    for i in range(0, len(group), size):
+      part = group[i:i + size]
+      chunks.append(
+          Chunk(part, f'runs{start}-{start + len(part)}',
+                f'{config.algorithm.name} with server {config.server.optimizer}'))
+      start += len(part)
+  return chunks

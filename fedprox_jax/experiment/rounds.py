@@ -1,0 +1,205 @@
+"""The round loop shared by single runs and sweeps: rounds, evaluations, records, checkpoints."""
+from collections.abc import Sequence
+import logging
+import time
+
+import jax
+import numpy as np
+
+from fedprox_jax.algorithms import adaptive_mu
+from fedprox_jax.engine.simulation import Simulation
+from fedprox_jax.errors import ConfigError
+from fedprox_jax.errors import Interrupted
+from fedprox_jax.errors import NonFiniteError
+from fedprox_jax.experiment.checkpoints import Checkpoints
+from fedprox_jax.experiment.checkpoints import Restored
+from fedprox_jax.experiment.checkpoints import flat_state
+from fedprox_jax.experiment.checkpoints import unflat_state
+from fedprox_jax.experiment.writers import RunWriter
+
+
+class EvaluationRounds:
+  """Rounds 0, every eval_every-th and the last: those evaluated and recorded."""
+
+  def __init__(self, num_rounds: int, eval_every: int):
+    self.num_rounds, self.eval_every = num_rounds, eval_every
+
+  def __contains__(self, r: int) -> bool:
+    return r in (0, self.num_rounds) or (0 < r <= self.num_rounds and r % self.eval_every == 0)
+
+  def up_to(self, last: int) -> set[int]:
+    return {r for r in range(min(last, self.num_rounds) + 1) if r in self}
+
+
+def evaluation_rounds(num_rounds: int, eval_every: int) -> EvaluationRounds:
+  return EvaluationRounds(num_rounds, eval_every)
+
+
+def _format_eta(seconds: float) -> str:
+  return time.strftime('%H:%M:%S', time.gmtime(max(seconds, 0)))
+
+
+def new_progress(num_lanes: int, data_stats: dict) -> dict:
+  """What a run has done so far; checkpoints carry it, so a resumed run's summary covers all its
+  rounds."""
+  return dict(executed_steps=0,
+              real_steps=0,
+              wall_s=0.0,
+              round_times=[],
+              num_lanes=num_lanes,
+              data=data_stats)
+
+
+def full_state(sim: Simulation, server, mu_state: adaptive_mu.State) -> dict:
+  """Everything the next round needs, as a checkpoint holds it."""
+  state = {'server': server, 'adaptive': mu_state._asdict()}
+  if sim.client_states:
+    state['client_states'] = sim.client_states.get()
+  return state
+
+
+def _restore(sim: Simulation, restored: Restored, like: dict):
+  """The checkpoint's server state on the simulation's devices, and its adaptive mu."""
+  if restored.progress is None:  # Before versioning: FedProx/FedAvg with a plain server.
+    legacy = restored.state
+    like_server = like['server']
+    state = unflat_state(
+        {
+            **{
+                f'server.{k}': v for k, v in flat_state(like_server).items()
+            },
+            **{
+                f'server.params.{k}': v for k, v in flat_state(legacy['params']).items()
+            },
+            **{
+                f'adaptive.{k}': legacy[k] for k in adaptive_mu.State._fields
+            }
+        }, like)
+  else:
+    state = unflat_state(restored.state, like)
+  if state is None:
+    raise ConfigError(
+        f'the checkpoint of round {restored.round} holds a state of other names or shapes than '
+        'this config makes: use another workdir, or --overwrite to start it over')
+  if sim.client_states:
+    sim.client_states.set(state['client_states'])
+  return sim.place_server(state['server']), adaptive_mu.State(
+      *(np.asarray(state['adaptive'][k]) for k in adaptive_mu.State._fields))
+
+
+def run_rounds(sim: Simulation,
+               writers: Sequence[RunWriter],
+               labels: Sequence[str],
+               checkpoints: Checkpoints | None = None,
+               restored: Restored | None = None,
+               data_stats: dict | None = None) -> dict:
+  """Advances every run of `sim` to round config.num_rounds, writing a record per evaluation,
+  from `restored` (a checkpoint) if given, saving checkpoints as it goes; returns the progress
+  (program totals and round times) of all the rounds, those before `restored` included."""
+  c = sim.config
+  evaluate_at = evaluation_rounds(c.num_rounds, c.eval_every)
+  adaptive = np.array([run.adaptive_mu for run in sim.runs])
+  server, first = sim.initial_server, 0
+  mu_state = adaptive_mu.initial(np.asarray(sim.hp['mu']))
+  progress = new_progress(sim.num_lanes, data_stats or {})
+  if restored:
+    server, mu_state = _restore(sim, restored,
+                                jax.tree.map(np.asarray, full_state(sim, server, mu_state)))
+    first = restored.round + 1
+    if restored.progress:
+      progress.update({k: v for k, v in restored.progress.items() if k != 'num_lanes'})
+      if restored.progress['num_lanes'] != sim.num_lanes:
+        logging.warning(
+            'Resuming on %d lanes where the checkpoint ran %d: float sums come out in '
+            'another order (differences of ~1e-7 from an undisturbed run)', sim.num_lanes,
+            restored.progress['num_lanes'])
+    logging.info('Resuming from the checkpoint of round %d', restored.round)
+  hp = sim.with_mu(mu_state.mu)
+  for writer in writers:
+    writer.start(restored.round if restored else None, evaluate_at)
+  start, wall_before = time.perf_counter(), progress['wall_s']
+  round_times = progress['round_times']
+  done = first - 1
+  try:
+    for r in range(first, c.num_rounds + 1):
+      tick = time.perf_counter()
+      stats = {}
+      if r > 0:
+        server, stats = sim.run_round(server, r, hp)
+        stats = {k: np.asarray(v) for k, v in stats.items()}  # Waits for the round to finish.
+        bad = np.flatnonzero(~stats['finite'])
+        if bad.size:
+          raise NonFiniteError(f'round {r}: the global model of run {labels[bad[0]]} became '
+                               'non-finite (NaN/inf); lower client.learning_rate')
+        for k in ('executed_steps', 'real_steps'):
+          progress[k] += int(stats[k])
+        round_times.append(time.perf_counter() - tick)
+      if r in evaluate_at:
+        metrics = _evaluate_and_write(sim, server.params, r, stats, mu_state.mu, round_times,
+                                      writers, start)
+        if adaptive.any():  # Validation guarantees an evaluation every round.
+          mu_state = adaptive_mu.update(mu_state, metrics['train/loss'], adaptive)
+          hp = sim.with_mu(mu_state.mu)
+      progress['wall_s'] = wall_before + time.perf_counter() - start
+      if checkpoints and r > 0 and checkpoints.due(r, last=r == c.num_rounds):
+        for writer in writers:
+          writer.sync()  # The records the checkpoint follows are on disk first.
+        checkpoints.save(r, full_state(sim, server, mu_state), progress)
+      done = r
+  except KeyboardInterrupt:
+    raise Interrupted(_interrupted_message(done, checkpoints)) from None
+  return progress
+
+
+def _interrupted_message(done: int, checkpoints: Checkpoints | None) -> str:
+  if checkpoints is None:
+    return f'interrupted after round {done}; nothing was saved (no --workdir)'
+  since = (f'from the checkpoint of round {checkpoints.last_saved}'
+           if checkpoints.last_saved is not None else 'from round 0: no checkpoint yet')
+  return f'interrupted after round {done}; rerun the same command to resume ({since})'
+
+
+def _evaluate_and_write(sim: Simulation, params, r: int, stats: dict, mu: np.ndarray,
+                        round_times: list[float], writers: Sequence[RunWriter],
+                        start: float) -> dict[str, np.ndarray]:
+  """Evaluates every run's model, writes its record and logs a progress line with an ETA."""
+  metrics = sim.evaluate(params)
+  elapsed = time.perf_counter() - start
+  for i, writer in enumerate(writers):
+    record = {'round': r, **{k: float(v[i]) for k, v in metrics.items()}, 'mu': float(mu[i])}
+    if stats:
+      record.update({
+          'round/stragglers': int(stats['stragglers'][i]),
+          'round/active_clients': int(stats['active_clients'][i]),
+          'time/round_s': round_times[-1]
+      })
+    record['time/elapsed_s'] = elapsed
+    writer.write(record)
+  seconds = float(np.median(round_times[-10:])) if round_times else 0.0
+  shown = ' '.join(f'{k} {float(np.mean(v)):.4f}' for k, v in metrics.items()
+                   if k in ('train/loss', 'test/accuracy', 'local_test/accuracy'))
+  num_rounds = sim.config.num_rounds
+  logging.info('round %d/%d  %s  %.4f s/round  ETA %s', r, num_rounds, shown, seconds,
+               _format_eta(seconds * (num_rounds - r)))
+  return metrics
+
+
+def summarize(records: list[dict], progress: dict) -> dict:
+  """summary.json: the last record, means over the last 10 rounds, the program's totals over all
+  the rounds (in a sweep, those of all the runs it held together) and the partition."""
+  last = records[-1]
+  summary = {'final/' + k: v for k, v in last.items()}
+  tail = [r for r in records if r['round'] > last['round'] - 10 and r['round'] > 0]
+  for key in ('test/accuracy', 'local_test/accuracy', 'train/loss'):
+    if tail and key in tail[0]:
+      summary[f'last10/{key}'] = float(np.mean([r[key] for r in tail]))
+  times = progress['round_times']
+  summary['program'] = dict(executed_steps=progress['executed_steps'],
+                            real_steps=progress['real_steps'],
+                            wall_s=progress['wall_s'],
+                            median_round_s=float(np.median(times)) if times else 0.0,
+                            num_lanes=progress['num_lanes'],
+                            real_work_share=progress['real_steps'] /
+                            max(progress['executed_steps'], 1))
+  summary['data'] = progress['data']
+  return summary

@@ -1,0 +1,110 @@
+"""Rejects impossible configurations before any compute, naming the field and the fix; warns about
+fields that the chosen algorithm or server optimizer does not read."""
+import logging
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fedprox_jax import algorithms
+from fedprox_jax import config_fields
+from fedprox_jax import tasks
+from fedprox_jax.algorithms import server_optimizers
+from fedprox_jax.config_fields import require
+from fedprox_jax.engine import client_states
+from fedprox_jax.tasks import models
+
+# Values of the fields that only some algorithms or server optimizers read: set elsewhere than
+# here, they are warned about when the run's choices ignore them.
+MAX_ROUNDS = 10**8
+OPTIONAL_DEFAULTS = {
+    'algorithm.adaptive_mu': False,
+    'server.momentum': 0.9,
+    'server.b1': 0.9,
+    'server.b2': 0.99,
+    'server.eps': 1e-3
+}
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for the first invalid field."""
+  config_fields.check_finite_floats(c)
+  config_fields.check_seed(c.seed, 'seed')
+  require(1 <= c.num_rounds <= MAX_ROUNDS, 'num_rounds',
+          f'= {c.num_rounds} must be in [1, {MAX_ROUNDS}]')
+  require(c.eval_every >= 1, 'eval_every', f'= {c.eval_every} must be >= 1')
+  require(c.checkpoint_every >= 1, 'checkpoint_every', f'= {c.checkpoint_every} must be >= 1')
+  require(c.checkpoint_keep >= 1, 'checkpoint_keep', f'= {c.checkpoint_keep} must be >= 1')
+  config_fields.one_of(c, 'data.name', tuple(tasks.TASKS))
+  config_fields.check_seed(c.data.seed, 'data.seed')
+  config_fields.one_of(c, 'model.name', tuple(models.MODELS))
+  tasks.TASKS[c.data.name].validate(c)
+  require(c.clients_per_round >= 1, 'clients_per_round', f'= {c.clients_per_round} must be >= 1')
+  require(c.clients_per_round <= c.data.num_clients, 'clients_per_round',
+          f'= {c.clients_per_round} exceeds data.num_clients = {c.data.num_clients}')
+  require(c.client.learning_rate > 0, 'client.learning_rate',
+          f'= {c.client.learning_rate} must be > 0')
+  require(c.client.batch_size >= 1, 'client.batch_size', f'= {c.client.batch_size} must be >= 1')
+  require(c.client.local_epochs >= 1, 'client.local_epochs',
+          f'= {c.client.local_epochs} must be >= 1')
+  require(c.client.weight_decay >= 0, 'client.weight_decay',
+          f'= {c.client.weight_decay} must be >= 0')
+  _validate_algorithm(c)
+  require(0 <= c.stragglers.fraction <= 1, 'stragglers.fraction',
+          f'= {c.stragglers.fraction} must be in [0, 1]')
+  config_fields.one_of(c, 'stragglers.mode', ('random', 'fixed'))
+  require(c.eval.chunk_size >= 0, 'eval.chunk_size',
+          f'= {c.eval.chunk_size} must be >= 0 (0 chooses)')
+  require(c.compute.cpu_devices >= 0, 'compute.cpu_devices',
+          f'= {c.compute.cpu_devices} must be >= 0 (0: one per core)')
+  require(c.compute.num_lanes >= 0, 'compute.num_lanes',
+          f'= {c.compute.num_lanes} must be >= 0 (0 chooses)')
+  check_client_state_fits(c, num_runs=1)
+
+
+def _validate_algorithm(c: ml_collections.ConfigDict) -> None:
+  config_fields.one_of(c, 'algorithm.name', tuple(algorithms.ALGORITHMS))
+  require(c.algorithm.mu >= 0, 'algorithm.mu', f'= {c.algorithm.mu} must be >= 0')
+  require(not c.algorithm.adaptive_mu or c.eval_every == 1, 'eval_every',
+          f'= {c.eval_every}: algorithm.adaptive_mu needs the training loss of every round (1)')
+  config_fields.one_of(c, 'algorithm.weighting', ('examples', 'batches'))
+  config_fields.one_of(c, 'server.optimizer', tuple(server_optimizers.OPTIMIZERS))
+  s = c.server
+  require(s.learning_rate >= 0, 'server.learning_rate',
+          f'= {s.learning_rate} must be >= 0 (0: the optimizer\'s default)')
+  require(0 <= s.momentum < 1, 'server.momentum', f'= {s.momentum} must be in [0, 1)')
+  require(0 <= s.b1 < 1, 'server.b1', f'= {s.b1} must be in [0, 1)')
+  require(0 <= s.b2 < 1, 'server.b2', f'= {s.b2} must be in [0, 1)')
+  require(s.eps > 0, 'server.eps', f'= {s.eps} must be > 0')
+
+
+def unused_fields(c: ml_collections.ConfigDict) -> list[str]:
+  """Fields set away from their defaults that the run's algorithm or server optimizer ignores."""
+  algorithm = algorithms.get(c.algorithm.name)
+  read = set(algorithm.own_fields) | {
+      f'server.{f}' for f in server_optimizers.OPTIMIZERS[c.server.optimizer]
+  }
+  return [
+      f for f, default in OPTIONAL_DEFAULTS.items()
+      if f not in read and config_fields.get(c, f) != default
+  ]
+
+
+def warn_unused(c: ml_collections.ConfigDict, label: str = 'the run') -> None:
+  for field in unused_fields(c):
+    logging.warning('config.%s = %r is not read by %s (algorithm %s, server optimizer %s)', field,
+                    config_fields.get(c, field), label, c.algorithm.name, c.server.optimizer)
+
+
+def check_client_state_fits(c: ml_collections.ConfigDict, num_runs: int) -> None:
+  """Refuses an algorithm whose per-client state would not fit in memory, before any compute."""
+  algorithm = algorithms.get(c.algorithm.name)
+  if algorithm.init_client_state is None:
+    return
+  num_classes, input_dim = tasks.model_dims(c.data)
+  # Shapes only: nothing runs, so JAX's devices can still be configured after this.
+  params = jax.eval_shape(
+      lambda key: models.create_model(c.model.name, num_classes, input_dim, key)[1],
+      jax.ShapeDtypeStruct((2,), jnp.uint32))
+  needed = client_states.bytes_needed(algorithm, params, num_runs, c.data.num_clients)
+  client_states.check_fits(algorithm, needed, num_runs)

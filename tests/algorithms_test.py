@@ -1,0 +1,147 @@
+"""Whole simulations of every algorithm: exact equivalences between them, SCAFFOLD's client states
+on the device and on the host against the reference, and the server optimizers' rules."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fedprox_jax.algorithms import server_optimizers
+from fedprox_jax.engine import client_states
+from fedprox_jax.engine import reference
+from fedprox_jax.engine.simulation import Simulation
+from tests.conftest import settings
+from tests.conftest import tiny_config
+from tests.conftest import tiny_data
+from tests.conftest import with_changes
+
+
+def _rounds(config, data, num_rounds=3):
+  sim = Simulation(config, data, [settings(config)])
+  server, out = sim.initial_server, []
+  for r in range(1, num_rounds + 1):
+    server, _ = sim.run_round(server, r)
+    out.append(jax.tree.map(np.asarray, server.params))
+  return out, sim
+
+
+def _equal_sized_data():
+  data = tiny_data(num_clients=12)
+  sizes = np.full(12, 20, np.int32)
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(240, data.input_dim)).astype(np.float32)
+  y = rng.integers(0, data.num_classes, 240).astype(np.int32)
+  return dataclasses.replace(data, train_x=x, train_y=y, train_sizes=sizes)
+
+
+def test_fednova_with_equal_step_counts_is_fedprox():
+  """Equal sizes and no stragglers: every a_i is equal, and tau_eff * mean(d_i) is the mean
+  delta (to float rounding: FedNova divides by a_i and multiplies back)."""
+  data = _equal_sized_data()
+  base = tiny_config(**{'stragglers.fraction': 0.0, 'algorithm.mu': 0.3})
+  fedprox, _ = _rounds(base, data)
+  fednova, _ = _rounds(with_changes(base, **{'algorithm.name': 'fednova'}), data)
+  for a, b in zip(fedprox, fednova):
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-7), a, b)
+  # With stragglers, step counts differ and so does FedNova.
+  stragglers = {'stragglers.fraction': 0.5}
+  other, _ = _rounds(with_changes(base, **{'algorithm.name': 'fednova', **stragglers}), data)
+  same, _ = _rounds(with_changes(base, **stragglers), data)
+  assert not np.allclose(other[-1]['Dense_0']['kernel'], same[-1]['Dense_0']['kernel'])
+
+
+def test_scaffold_first_round_is_fedavgs():
+  config = tiny_config(**{'stragglers.fraction': 0.5})
+  fedprox, _ = _rounds(config, tiny_data(), num_rounds=2)
+  scaffold, _ = _rounds(with_changes(config, **{'algorithm.name': 'scaffold'}),
+                        tiny_data(),
+                        num_rounds=2)
+  jax.tree.map(np.testing.assert_array_equal, fedprox[0], scaffold[0])  # c = c_i = 0.
+  assert not np.allclose(fedprox[1]['Dense_0']['kernel'], scaffold[1]['Dense_0']['kernel'])
+
+
+def test_server_momentum_zero_is_sgd():
+  config = tiny_config(**{'stragglers.fraction': 0.5, 'server.learning_rate': 0.8})
+  sgd, _ = _rounds(config, tiny_data())
+  momentum, _ = _rounds(
+      with_changes(config, **{
+          'server.optimizer': 'momentum',
+          'server.momentum': 0.0
+      }), tiny_data())
+  for a, b in zip(sgd, momentum):
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+@pytest.mark.parametrize('on_device', [True, False])
+def test_scaffold_client_states_on_device_or_host_follow_the_reference(on_device, monkeypatch):
+  if not on_device:  # Too big for the device budget: the states live in host memory.
+    monkeypatch.setattr(client_states, 'DEVICE_BUDGET', 0)
+  data = tiny_data()
+  config = tiny_config(
+      **{
+          'algorithm.name': 'scaffold',
+          'stragglers.fraction': 0.5,
+          'server.optimizer': 'adam',
+          'server.learning_rate': 0.05,
+          'algorithm.weighting': 'batches'
+      })
+  sim = Simulation(config, data, [settings(config), settings(config, seed=5)])
+  assert sim.client_states.on_device == on_device
+  hp = {k: np.asarray(v) for k, v in sim.hp.items()}
+  ref_round = reference.make_reference_round(sim.apply_fn,
+                                             algorithm='scaffold',
+                                             server_optimizer='adam',
+                                             batch_size=config.client.batch_size)
+  rename = {'server_b1': 'b1', 'server_b2': 'b2', 'server_eps': 'eps'}
+  ref_settings = {rename.get(k, k): v for k, v in hp.items()}
+  ref = reference.initial_state(jax.tree.map(np.asarray, sim.initial_params), data.num_clients,
+                                hp['server_eps'])
+  server = sim.initial_server
+  for r in range(1, 4):
+    ref = ref_round(ref, sim.sample(r), ref_settings, data.train_x, data.train_y,
+                    data.train_offsets, data.train_sizes)
+    server, _ = sim.run_round(server, r)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    jax.tree.map(close, server.params, ref.params)
+    jax.tree.map(close, jax.tree.leaves(sim.client_states.get()), ref.client_c)
+  assert np.abs(np.asarray(jax.tree.leaves(sim.client_states.get())[0])).max() > 0
+
+
+def test_a_client_state_that_cannot_fit_is_refused(monkeypatch):
+  monkeypatch.setattr(client_states, 'host_budget', lambda: 1000)
+  config = tiny_config(**{'algorithm.name': 'scaffold'})
+  with pytest.raises(Exception, match=r'scaffold keeps a state for every client: .* GiB'):
+    Simulation(config, tiny_data(), [settings(config)])
+
+
+@pytest.mark.parametrize('name', ['adam', 'yogi', 'adagrad', 'momentum'])
+def test_server_optimizers_follow_reddi_et_al(name):
+  """Three updates of Algorithm 2 (no bias correction, v from eps^2), written out by hand."""
+  deltas = [np.array([0.5, -1.0, 0.0]), np.array([0.1, 2.0, -0.3]), np.array([-0.2, 0.0, 1.0])]
+  eta, beta, b1, b2, eps = 0.3, 0.7, 0.9, 0.99, 1e-3
+  hp = dict(server_learning_rate=eta,
+            server_momentum=beta,
+            server_b1=b1,
+            server_b2=b2,
+            server_eps=eps)
+  tx = server_optimizers.make(name, {k: jnp.float32(v) for k, v in hp.items()})
+  w = jnp.zeros(3)
+  state = tx.init(w)
+  w_ref, m, v = np.zeros(3), np.zeros(3), np.full(3, eps * eps)
+  for delta in deltas:
+    updates, state = tx.update(-jnp.asarray(delta, jnp.float32), state, w)
+    w = w + updates
+    if name == 'momentum':
+      m = beta * m + delta
+      w_ref = w_ref + eta * m
+      continue
+    m = b1 * m + (1 - b1) * delta
+    if name == 'adam':
+      v = b2 * v + (1 - b2) * delta**2
+    elif name == 'yogi':
+      v = v - (1 - b2) * delta**2 * np.sign(v - delta**2)
+    else:
+      v = v + delta**2
+    w_ref = w_ref + eta * m / (np.sqrt(v) + eps)
+  np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-6)
