@@ -132,7 +132,8 @@ def test_ctrl_c_says_where_the_run_stands_and_the_rerun_resumes(tmp_path):
       r'\(from the checkpoint of round (\d+)\)', last)
   assert match, last
   done, saved = map(int, match.groups())
-  assert saved == done // 50 * 50 and done >= 119
+  # Round 119 had its record when the signal came; it may not have finished all its work.
+  assert saved == done // 50 * 50 and done >= 118
   result = _run(*flags, f'--workdir={run}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'Resuming from the checkpoint of round {saved}' in result.stderr

@@ -147,7 +147,7 @@ def test_sweep_cli_writes_runs_table_tensorboard_and_plots(mnist_env, tmp_path):
 
 
 def test_a_sweep_of_algorithms_and_optimizers_writes_one_table(tmp_path, caplog):
-  from tests.integrity_test import small_config  # pylint: disable=g-import-not-at-top
+  from tests.runs import small_config  # pylint: disable=g-import-not-at-top
   caplog.set_level('INFO')
   sweep = ml_collections.ConfigDict({
       'repeats': 1,

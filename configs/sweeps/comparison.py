@@ -97,3 +97,10 @@ def sweep(values: dict, tune: bool, fractions=(0.0, 0.9)) -> ml_collections.Conf
   s.max_runs_per_chunk = 0
   s.cpu_devices = 0
   return s
+
+
+def get_config(grids: dict, chosen: dict, variant: str | None) -> ml_collections.ConfigDict:
+  """The report sweep (variant None) or the tuning sweep ('tune') of a comparison config."""
+  if variant not in (None, 'tune'):
+    raise ValueError(f'unknown variant {variant!r}: none (the comparison) or tune')
+  return sweep(grids if variant == 'tune' else chosen, tune=variant == 'tune')

@@ -44,6 +44,4 @@ CHOSEN = {
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-  if variant not in (None, 'tune'):
-    raise ValueError(f'unknown variant {variant!r}: none (the comparison) or tune')
-  return comparison.sweep(GRIDS if variant == 'tune' else CHOSEN, tune=variant == 'tune')
+  return comparison.get_config(GRIDS, CHOSEN, variant)

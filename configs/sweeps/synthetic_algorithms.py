@@ -30,10 +30,21 @@ GRIDS = {
     'fedyogi': [0.01, 0.03, 0.1, 0.3],  # server.learning_rate
     'fedadagrad': [0.03, 0.1, 0.3, 1.0],  # server.learning_rate
 }
-CHOSEN = {arm: grid[1] for arm, grid in GRIDS.items()}  # Placeholder until tuned.
+# scripts/pick_tuned.py on the tuning sweep (mean training loss, rounds 191-200):
+#   fedavg_drop 0.470 0.395 0.400 0.583 | fedprox 0.360 0.341 0.343 0.373 | fednova 0.301 0.273
+#   0.273 0.468 | scaffold 0.336 0.293 0.271 0.545 | fedavgm 0.643 0.401 0.309 0.394 | fedadam
+#   0.314 0.281 0.483 1.207 | fedyogi 0.327 0.279 0.375 0.455 | fedadagrad 0.541 0.318 0.273 0.290
+CHOSEN = {
+    'fedavg_drop': 0.001,
+    'fedprox': 0.3,
+    'fednova': 0.003,
+    'scaffold': 0.003,
+    'fedavgm': 0.3,
+    'fedadam': 0.03,
+    'fedyogi': 0.03,
+    'fedadagrad': 0.3
+}
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-  if variant not in (None, 'tune'):
-    raise ValueError(f'unknown variant {variant!r}: none (the comparison) or tune')
-  return comparison.sweep(GRIDS if variant == 'tune' else CHOSEN, tune=variant == 'tune')
+  return comparison.get_config(GRIDS, CHOSEN, variant)

@@ -11,6 +11,11 @@ from fedprox_jax.tasks.models import ApplyFn
 AUTO_CHUNK = {'logistic_regression': 2048, 'cnn': 512}
 
 
+def chunk_size(config) -> int:
+  """Examples per evaluation chunk: config.eval.chunk_size, or the model's own (0)."""
+  return config.eval.chunk_size or AUTO_CHUNK[config.model.name]
+
+
 def _window(i: jax.Array, n: int, chunk: int):
   """Chunk i of rows [0, n) as (start, fresh [chunk] float32): a window into the data, not a
   reshaped copy of it; the last one is shifted back to fit, and rows that an earlier chunk had are

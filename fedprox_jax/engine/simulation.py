@@ -119,7 +119,7 @@ class Simulation:
                                           placement.shape_of(cohort_shape, layout.replicated),
                                           states_shape, client_shapes).compile()
     eval_shapes = placement.shape_of(placement.eval_sets(data), layout.eval_device)
-    chunk = c.eval.chunk_size or evaluation.AUTO_CHUNK[c.model.name]
+    chunk = evaluation.chunk_size(c)
     self._evaluate = evaluation.make_evaluate(
         self.apply_fn, chunk, data.num_clients if c.eval.dissimilarity else 0).lower(
             jax.device_put(self.initial_params, layout.eval_device), eval_shapes,

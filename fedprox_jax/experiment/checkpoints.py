@@ -14,8 +14,6 @@ next older one is tried; with none left the run starts from round 0. Every rando
 derives from (seed, round), so resuming from any checkpoint repeats what an uninterrupted run did.
 """
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import pathlib
@@ -26,14 +24,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from fedprox_jax.config_fields import flatten
 from fedprox_jax.errors import CheckpointError
-from fedprox_jax.experiment.workdir import resumable
+from fedprox_jax.experiment.checkpoint_state import FORMAT_VERSION
+from fedprox_jax.experiment.checkpoint_state import digest
+from fedprox_jax.experiment.checkpoint_state import flat_state
 
-# Version 1: items `state` (flat, named arrays) and `meta`. Checkpoints from before versioning hold
-# one item, `default` (the models as {'params': ..., 'mu': ..., ...}), and no digest: they are
-# restored with a warning that they cannot be verified.
-FORMAT_VERSION = 1
+# Version 1 (checkpoint_state.FORMAT_VERSION): items `state` (flat, named arrays) and `meta`.
+# Checkpoints from before versioning hold one item, `default` (the models as {'params': ...,
+# 'mu': ..., ...}), and no digest: they are restored with a warning that they cannot be verified.
 _ROUND_NAME = re.compile(r'0|[1-9][0-9]*')  # Only canonical names: '030' is not round 30.
 
 
@@ -76,51 +74,6 @@ class Restored:
   round: int
   state: dict  # Named host (NumPy) arrays: see flat_state; nested for a legacy checkpoint.
   progress: dict | None  # None for a checkpoint from before versioning.
-
-
-def _key_name(key) -> str:
-  for attribute in ('key', 'name', 'idx'):
-    if hasattr(key, attribute):
-      return str(getattr(key, attribute))
-  return str(key)
-
-
-def flat_state(tree) -> dict[str, np.ndarray]:
-  """A state pytree as {'dotted.path': host array}: a layout that names every array."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {'.'.join(_key_name(k) for k in path): np.asarray(leaf) for path, leaf in leaves}
-
-
-def unflat_state(flat: dict, like):
-  """The pytree of `like`'s structure with the arrays of `flat` (None unless names, shapes and
-  dtypes all match)."""
-  paths = list(flat_state(jax.tree.map(lambda a: np.zeros(0), like)))  # Names only.
-  like_leaves = jax.tree.leaves(like)
-  if sorted(paths) != sorted(flat) or any(
-      np.shape(flat[p]) != np.shape(a) or np.asarray(flat[p]).dtype != np.dtype(a.dtype)
-      for p, a in zip(paths, like_leaves)):
-    return None
-  return jax.tree.unflatten(jax.tree.structure(like), [flat[p] for p in paths])
-
-
-def digest(round_index: int, state: dict, progress: dict, config: str = '') -> str:
-  """SHA-256 of the format, round, config fingerprint, progress and every array's name, dtype,
-  shape and bytes."""
-  h = hashlib.sha256(
-      json.dumps(
-          {
-              'format': FORMAT_VERSION,
-              'round': round_index,
-              'config': config,
-              'progress': progress
-          },
-          sort_keys=True).encode())
-  leaves = jax.tree_util.tree_flatten_with_path(state)[0]
-  for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
-    a = np.ascontiguousarray(leaf)
-    h.update(f'{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}'.encode())
-    h.update(a.tobytes())
-  return h.hexdigest()
 
 
 def _as_host_arrays(path: pathlib.Path) -> dict:
@@ -262,10 +215,3 @@ class Checkpoints:
   def close(self) -> None:
     if self._manager is not None:
       self._manager.close()
-
-
-def fingerprint(configs) -> str:
-  """What a checkpoint must have been made by: the configs of its runs, without the fields that
-  may change on resumption (paths, devices, round count)."""
-  kept = [{k: v for k, v in sorted(flatten(c).items()) if not resumable(k)} for c in configs]
-  return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:32]

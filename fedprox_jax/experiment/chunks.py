@@ -43,7 +43,7 @@ def runs_per_chunk(config: ml_collections.ConfigDict, requested: int) -> int:
   memory = (stats or
             {}).get('bytes_limit') or os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
   lanes = max(config.compute.num_lanes, jax.device_count())
-  eval_chunk = config.eval.chunk_size or evaluation.AUTO_CHUNK[config.model.name]
+  eval_chunk = evaluation.chunk_size(config)
   per_run = 4 * num_params * (4 + 2 * lanes) + 4 * eval_chunk * 10 * 3
   if config.model.name == 'cnn':
     per_run += 4 * eval_chunk * 28 * 28 * 32 * 4  # Evaluation chunk activations.

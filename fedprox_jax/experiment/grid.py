@@ -27,8 +27,8 @@ from fedprox_jax.experiment import chunks as chunks_lib
 from fedprox_jax.experiment import rounds
 from fedprox_jax.experiment import single_run
 from fedprox_jax.experiment import validation
+from fedprox_jax.experiment.checkpoint_state import fingerprint
 from fedprox_jax.experiment.checkpoints import Checkpoints
-from fedprox_jax.experiment.checkpoints import fingerprint
 from fedprox_jax.experiment.workdir import WorkdirLock
 from fedprox_jax.experiment.workdir import prepare_workdir
 from fedprox_jax.experiment.writers import RunWriter
@@ -159,9 +159,9 @@ def table_text(rows: list[dict]) -> str:
   return out.getvalue()
 
 
-def write_table(path: pathlib.Path, rows: list[dict]) -> None:
+def _write(path: pathlib.Path, text: str) -> None:
   try:
-    write_atomically(path, table_text(rows))
+    write_atomically(path, text)
   except OSError as e:
     raise WriteError(f'{path} could not be written ({e.strerror}): free disk space or fix the '
                      'directory, then rerun the same command to resume') from None
@@ -183,7 +183,7 @@ def run_sweep(base: ml_collections.ConfigDict,
   with WorkdirLock(workdir):
     prepare_workdir(workdir, {'sweep.json': sweep, 'base_config.json': base}, overwrite)
     for name, config in (('sweep.json', sweep), ('base_config.json', base)):
-      write_atomically(root / name, config.to_json(indent=2, sort_keys=True) + '\n')
+      _write(root / name, config.to_json(indent=2, sort_keys=True) + '\n')
     return _run_chunks(base, sweep, runs, root)
 
 
@@ -234,7 +234,7 @@ def _run_chunks(base, sweep, runs, root: pathlib.Path | None) -> dict[str, list[
       settings['server_learning_rate'] = server_learning_rate(c)
       rows += [{'run': name, 'arm': arm, **settings, **r} for r in writer.records]
     if root:
-      write_table(root / 'results.csv', rows)
+      _write(root / 'results.csv', table_text(rows))
   if root:
     logging.info('Wrote %s and %d run directories', root / 'results.csv', len(runs))
   return records

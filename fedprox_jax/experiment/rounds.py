@@ -11,10 +11,10 @@ from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.errors import ConfigError
 from fedprox_jax.errors import Interrupted
 from fedprox_jax.errors import NonFiniteError
+from fedprox_jax.experiment.checkpoint_state import flat_state
+from fedprox_jax.experiment.checkpoint_state import unflat_state
 from fedprox_jax.experiment.checkpoints import Checkpoints
 from fedprox_jax.experiment.checkpoints import Restored
-from fedprox_jax.experiment.checkpoints import flat_state
-from fedprox_jax.experiment.checkpoints import unflat_state
 from fedprox_jax.experiment.writers import RunWriter
 
 
@@ -58,25 +58,19 @@ def full_state(sim: Simulation, server, mu_state: adaptive_mu.State) -> dict:
   return state
 
 
+def _from_legacy(legacy: dict, like: dict) -> dict:
+  """A checkpoint from before versioning (FedProx or FedAvg with a plain server) in today's names:
+  its models and adaptive mu, and the rest of the state (empty for those) from `like`."""
+  named = {f'server.{k}': v for k, v in flat_state(like['server']).items()}
+  named.update({f'server.params.{k}': v for k, v in flat_state(legacy['params']).items()})
+  named.update({f'adaptive.{k}': legacy[k] for k in adaptive_mu.State._fields})
+  return named
+
+
 def _restore(sim: Simulation, restored: Restored, like: dict):
   """The checkpoint's server state on the simulation's devices, and its adaptive mu."""
-  if restored.progress is None:  # Before versioning: FedProx/FedAvg with a plain server.
-    legacy = restored.state
-    like_server = like['server']
-    state = unflat_state(
-        {
-            **{
-                f'server.{k}': v for k, v in flat_state(like_server).items()
-            },
-            **{
-                f'server.params.{k}': v for k, v in flat_state(legacy['params']).items()
-            },
-            **{
-                f'adaptive.{k}': legacy[k] for k in adaptive_mu.State._fields
-            }
-        }, like)
-  else:
-    state = unflat_state(restored.state, like)
+  named = restored.state if restored.progress else _from_legacy(restored.state, like)
+  state = unflat_state(named, like)
   if state is None:
     raise ConfigError(
         f'the checkpoint of round {restored.round} holds a state of other names or shapes than '

@@ -11,9 +11,9 @@ from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.errors import ConfigError
 from fedprox_jax.experiment import rounds
 from fedprox_jax.experiment import validation
+from fedprox_jax.experiment.checkpoint_state import fingerprint
 from fedprox_jax.experiment.checkpoints import Checkpoints
 from fedprox_jax.experiment.checkpoints import Restored
-from fedprox_jax.experiment.checkpoints import fingerprint
 from fedprox_jax.experiment.workdir import WorkdirLock
 from fedprox_jax.experiment.workdir import prepare_workdir
 from fedprox_jax.experiment.workdir import refuse_sweep_run

@@ -2,23 +2,11 @@
 
 Adding a task means one new module and a config that names it in config.data.name.
 """
-import importlib
-import pkgutil
-
+from fedprox_jax import registry
 from fedprox_jax.tasks.federated_data import FederatedData
 from fedprox_jax.tasks.task import Task
 
-
-def _discover() -> dict[str, Task]:
-  found = {}
-  for info in pkgutil.iter_modules(__path__):
-    task = getattr(importlib.import_module(f'{__name__}.{info.name}'), 'TASK', None)
-    if isinstance(task, Task):
-      found[task.name] = task
-  return found
-
-
-TASKS = _discover()
+TASKS = registry.discover(__name__, __path__, 'TASK', Task)
 
 
 def load(data_config) -> FederatedData:
