@@ -6,8 +6,9 @@ setuptools.setup(
     version='0.2.0',
     description='FedProx and the methods it is compared with, on federated MNIST and synthetic '
     'data, vectorized over the cohort in JAX.',
-    packages=setuptools.find_packages(
-        include=['fedprox_jax', 'fedprox_jax.*', 'configs', 'configs.*']),
+    # The presets install as fedprox_jax.configs; the repository's configs/ folder holds their
+    # files for path-based use and is not a package (no top-level `configs` to clash with).
+    packages=setuptools.find_packages(include=['fedprox_jax', 'fedprox_jax.*']),
     python_requires='>=3.10',
     install_requires=[
         'jax>=0.6',

@@ -1,15 +1,7 @@
 """FedAvg on federated MNIST: the default with mu = 0 and stragglers dropped.
 
-    python -m fedprox_jax.run --config=configs/mnist_fedavg.py --workdir=/tmp/fedavg
+This file runs as --config=configs/mnist_fedavg.py; the preset itself, run as
+--config=mnist_fedavg from anywhere, is fedprox_jax/configs/mnist_fedavg.py: copy that file to
+make a config of your own.
 """
-import ml_collections
-
-from configs import mnist_fedprox
-
-
-def get_config() -> ml_collections.ConfigDict:
-  c = mnist_fedprox.get_config()
-  c.algorithm.name = 'fedavg'
-  c.algorithm.mu = 0.0
-  c.algorithm.drop_stragglers = True
-  return c
+from fedprox_jax.configs.mnist_fedavg import get_config  # noqa: F401

@@ -1,15 +1,18 @@
 """What the command lines share: reading config flags and turning known failures into one line."""
 import importlib.util
 import os
+import pathlib
 import re
 import signal
 import sys
+import time
 import traceback
 
 from absl import flags
 from absl import logging
 
 from fedprox_jax import config_fields
+from fedprox_jax import configs as presets
 from fedprox_jax import errors
 
 
@@ -38,7 +41,8 @@ def _config_file_problem(e: BaseException, spec: str) -> str:
   if isinstance(cause, SyntaxError):
     return f'{cause.filename} line {cause.lineno}: {cause.msg}'
   if isinstance(cause, OSError) and not os.path.isfile(path):
-    return f'no config file {path}: give the path of a file such as configs/mnist_fedprox.py'
+    return (f'no config file {path}: give a file\'s path, or a preset\'s name: '
+            f'{", ".join(presets.names())} (sweeps: {", ".join(presets.names(sweep=True))})')
   if "has no attribute 'get_config'" in str(cause):
     return f'{path} has no get_config() function: define one that returns the config'
   frames = [
@@ -78,8 +82,22 @@ def _config_specs(argv: list[str]) -> dict[str, str]:
   return specs
 
 
+def _with_presets(argv: list[str]) -> list[str]:
+  """--config=NAME[:argument] and --sweep=NAME[:argument] name presets (fedprox_jax.configs)
+  unless a file of that path exists."""
+  out = []
+  for arg in argv:
+    match = re.match(r'^(--?(config|sweep)=)(.+)$', arg)
+    if match:
+      arg = match.group(1) + presets.resolve(match.group(3), sweep=match.group(2) == 'sweep')
+    out.append(arg)
+  return out
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a bad config file, flag or override answered in one line."""
+  """absl's flag parsing, presets taken by name, and a bad config file, flag or override
+  answered in one line."""
+  argv = _with_presets(argv)
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except  # Config files may raise anything.
@@ -135,12 +153,55 @@ def check_no_arguments(argv: list[str]) -> None:
     sys.exit(f'error: unexpected argument {argv[1]!r}: give every flag as --name=value')
 
 
-def run(main) -> None:
-  """Calls main(); a known failure or an interruption ends the process with one line."""
+def choose_workdir(workdir: str | None, spec: str) -> str | None:
+  """--workdir as given; unset, a new folder under ./runs/ named by the config and the time; empty
+  (--workdir=), none (nothing is saved)."""
+  if workdir is not None:
+    return workdir or None
+  path, _, argument = spec.partition(':')
+  name = '-'.join(filter(None, [pathlib.Path(path).stem, argument]))
+  base = pathlib.Path('runs') / f'{name}-{time.strftime("%Y%m%d-%H%M%S")}'
+  chosen, n = base, 2
+  while chosen.exists():
+    chosen, n = base.with_name(f'{base.name}-{n}'), n + 1
+  return str(chosen)
+
+
+def _process_seconds() -> float:
+  """Wall time since this process started (Linux), else since this module was imported."""
+  try:
+    with open('/proc/self/stat') as f:
+      started = int(f.read().rsplit(')', 1)[1].split()[19]) / os.sysconf('SC_CLK_TCK')
+    with open('/proc/uptime') as f:
+      return float(f.read().split()[0]) - started
+  except (OSError, ValueError, IndexError):
+    return time.perf_counter() - _IMPORTED
+
+
+_IMPORTED = time.perf_counter()
+
+
+def run(main, workdir: str | None = None, results: str = '', plot: str = '') -> None:
+  """Calls main(); a known failure or an interruption ends the process with one line. The first
+  and last lines say where the results go (`results`: the workdir's main files; `plot`: the
+  arguments of the command that plots them), or that nothing is saved."""
   sys.unraisablehook = _quiet_closed_event_loops(sys.unraisablehook)
   _stop_on(signal.SIGTERM)
+  if workdir:
+    logging.info('Results go to %s (--workdir=DIR chooses the place)', workdir)
+  else:
+    logging.warning('Nothing is saved (--workdir=): give --workdir=DIR, or leave it out for a '
+                    'folder under ./runs/, to keep the results')
   try:
     main()
+    if workdir:
+      logging.info(
+          'Results in %s: %s. Plot them: python -m fedprox_jax.plot %s. The whole '
+          'process took %.1f s (data, compilation and rounds).', workdir, results,
+          plot.format(workdir=workdir), _process_seconds())
+    else:
+      logging.info('Nothing was saved (--workdir=). The whole process took %.1f s.',
+                   _process_seconds())
   except errors.USER_ERRORS as e:  # Their message says what is wrong and what to do.
     logging.debug('%s', e, exc_info=True)
     sys.exit(f'error: {e}')

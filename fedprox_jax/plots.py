@@ -117,21 +117,31 @@ def plot_sweep(sweep_dir: str,
   return paths
 
 
+def _panel(key: str) -> str:
+  """Which panel of a run's figure a metric goes to: like goes with like."""
+  if key.endswith('loss'):
+    return 'loss'
+  if key.endswith('accuracy'):
+    return 'accuracy'
+  return key  # mu, the dissimilarity: a panel each, on their own scale.
+
+
 def plot_run(run_dir: str) -> pathlib.Path:
-  """Every loss and accuracy of one run's metrics.jsonl against the round: run_dir/metrics.png."""
+  """Every metric of one run's metrics.jsonl against the round, losses together, accuracies
+  together, mu and the dissimilarity each on its own panel: run_dir/metrics.png."""
   run_dir = pathlib.Path(run_dir)
   records = [json.loads(line) for line in (run_dir / 'metrics.jsonl').read_text().splitlines()]
   if not records:
     raise ValueError(f'{run_dir / "metrics.jsonl"} is empty')
-  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+  keys = [k for k in LABELS if k in records[0]]
+  panels = list(dict.fromkeys(_panel(k) for k in keys))
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
   rounds = [r['round'] for r in records]
-  for key in LABELS:
-    if key in records[0]:
-      ax = loss_ax if key.endswith('loss') else acc_ax
-      ax.plot(rounds, [r[key] for r in records], label=LABELS[key])
-  for ax, name in ((loss_ax, 'loss'), (acc_ax, 'accuracy')):
+  for key in keys:
+    axes[0, panels.index(_panel(key))].plot(rounds, [r[key] for r in records], label=LABELS[key])
+  for ax, name in zip(axes[0], panels):
     ax.set_xlabel('round')
-    ax.set_ylabel(name)
+    ax.set_ylabel(LABELS.get(name, name))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   fig.suptitle(str(run_dir), fontsize=9)

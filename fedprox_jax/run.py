@@ -16,9 +16,9 @@ _CONFIG = config_flags.DEFINE_config_file('config',
                                           'Experiment config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Where config.json, metrics.jsonl, summary.json '
-    'and checkpoints go; none are written if unset. A workdir with a '
-    'checkpoint of the same config is resumed.')
+    'workdir', None, 'Where config.json, metrics.jsonl, summary.json and checkpoints go; unset: '
+    'a new folder under ./runs/ named by the config and the time; empty (--workdir=): nothing is '
+    'saved. A workdir with a checkpoint of the same config is resumed.')
 _OVERWRITE = flags.DEFINE_bool(
     'overwrite', False, 'Start over in a workdir that holds another '
     "config's run, or a run that cannot be resumed (its files are "
@@ -28,7 +28,11 @@ _OVERWRITE = flags.DEFINE_bool(
 def main(argv):
   cli.check_no_arguments(argv)
   config = cli.config_value(_CONFIG, 'config')
-  cli.run(lambda: experiment.train_and_evaluate(config, _WORKDIR.value, _OVERWRITE.value))
+  workdir = cli.choose_workdir(_WORKDIR.value, flags.FLAGS['config'].config_filename)
+  cli.run(lambda: experiment.train_and_evaluate(config, workdir, _OVERWRITE.value),
+          workdir,
+          results='metrics.jsonl, summary.json, checkpoints/',
+          plot='--run {workdir}')
 
 
 if __name__ == '__main__':

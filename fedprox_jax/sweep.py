@@ -20,8 +20,9 @@ _SWEEP = config_flags.DEFINE_config_file('sweep',
                                          'repeats).',
                                          lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Where results.csv and runs/NAME/ go; a workdir '
-    'of the same sweep is resumed.')
+    'workdir', None, 'Where results.csv and runs/NAME/ go; unset: a new folder under ./runs/ named '
+    'by the sweep and the time; empty (--workdir=): nothing is saved. A workdir of the same sweep '
+    'is resumed.')
 _OVERWRITE = flags.DEFINE_bool(
     'overwrite', False, 'Start over in a workdir that holds another '
     'sweep, or one that cannot be resumed (its files are deleted).')
@@ -30,7 +31,11 @@ _OVERWRITE = flags.DEFINE_bool(
 def main(argv):
   cli.check_no_arguments(argv)
   base, sweep = cli.config_value(_CONFIG, 'config'), cli.config_value(_SWEEP, 'sweep')
-  cli.run(lambda: experiment.run_sweep(base, sweep, _WORKDIR.value, _OVERWRITE.value))
+  workdir = cli.choose_workdir(_WORKDIR.value, flags.FLAGS['sweep'].config_filename)
+  cli.run(lambda: experiment.run_sweep(base, sweep, workdir, _OVERWRITE.value),
+          workdir,
+          results='results.csv, runs/NAME/ (one folder per run)',
+          plot='{workdir}')
 
 
 if __name__ == '__main__':

@@ -16,8 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 # pylint: disable=g-import-not-at-top
-from configs.sweeps import comparison
 from fedprox_jax import plots
+from fedprox_jax.configs.sweeps import comparison
 from fedprox_jax.experiment import grid
 
 COLUMN = {field: column for column, field in grid.COLUMNS.items()}

@@ -1,41 +1,13 @@
-"""Plots a sweep directory (the baseline's figure) or, with --run, one run's metrics.
+"""The same as python -m fedprox_jax.plot, from a checkout (kept for the commands that use it).
 
     python scripts/plot.py SWEEP_DIR            # SWEEP_DIR/figure.png, figure.pdf, table.md
     python scripts/plot.py --run RUN_DIR        # RUN_DIR/metrics.png
 """
-import argparse
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from fedprox_jax import plots  # pylint: disable=g-import-not-at-top
-
-
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('directory', help='a sweep directory (with results.csv), or a run directory')
-  parser.add_argument('--run', action='store_true', help='plot one run (metrics.jsonl)')
-  parser.add_argument('--metrics',
-                      default='train/loss,test/accuracy',
-                      help='rows of the sweep figure (default: %(default)s)')
-  args = parser.parse_args()
-  try:
-    if args.run:
-      paths = [plots.plot_run(args.directory)]
-    else:
-      paths = plots.plot_sweep(args.directory, metrics=args.metrics.split(','))
-      rows = plots.read_table(pathlib.Path(args.directory) / 'results.csv')
-      metric = 'test/accuracy' if rows and rows[0].get('test/accuracy') else 'local_test/accuracy'
-      table = plots.final_table(rows, metric)
-      (pathlib.Path(args.directory) / 'table.md'
-      ).write_text(f'{metric}, mean over the last 10 rounds; mean +- std over seeds\n\n{table}\n')
-      print(table)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f'error: {e}')
-  for path in paths:
-    print(path)
-
+from fedprox_jax import plot  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
-  main()
+  plot.main()

@@ -14,10 +14,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 # pylint: disable=g-import-not-at-top
 from absl import logging
 
-from configs import synthetic as synthetic_config
-from configs.sweeps import synthetic as synthetic_sweep
 from fedprox_jax import experiment
 from fedprox_jax import plots
+from fedprox_jax.configs import synthetic as synthetic_config
+from fedprox_jax.configs.sweeps import synthetic as synthetic_sweep
 
 NAMES = {
     'iid': 'Synthetic-IID',
@@ -30,10 +30,11 @@ NAMES = {
 def main() -> None:
   if len(sys.argv) != 2:
     sys.exit(__doc__)
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.INFO)  # Each sweep's rounds, with their ETA.
   root = pathlib.Path(sys.argv[1])
   dirs = {}
-  for variant, name in NAMES.items():
+  for i, (variant, name) in enumerate(NAMES.items()):
+    print(f'{name}: sweep {i + 1}/{len(NAMES)} (9 runs, 200 rounds)', flush=True)
     tick = time.perf_counter()
     dirs[name] = str(root / variant)
     experiment.run_sweep(synthetic_config.get_config(variant), synthetic_sweep.get_config(variant),

@@ -51,7 +51,8 @@ def test_cli_writes_config_metrics_and_summary(mnist_env, tmp_path):
   assert summary['final/round'] == 2 and summary['data']['clients'] == 100
 
   # A second run reads the cached partition and never imports TensorFlow.
-  code = ('import sys; from fedprox_jax import experiment; from configs import mnist_fedprox\n'
+  code = ('import sys; from fedprox_jax import experiment\n'
+          'from fedprox_jax.configs import mnist_fedprox\n'
           'c = mnist_fedprox.get_config(); c.num_rounds = 1; c.data.num_clients = 100\n'
           f'c.clients_per_round = 5; c.data.cache_dir = {str(root / "cache")!r}\n'
           'c.data.manual_dir = "/nonexistent"\n'

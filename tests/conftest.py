@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import mnist_fedprox
+from fedprox_jax.configs import mnist_fedprox
 from fedprox_jax.engine import run_settings
 from fedprox_jax.tasks import mnist_files as mnist
 from fedprox_jax.tasks.federated_data import FederatedData

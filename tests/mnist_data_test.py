@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from configs import mnist_fedprox
 from fedprox_jax import errors
 from fedprox_jax import tasks
+from fedprox_jax.configs import mnist_fedprox
 from fedprox_jax.experiment import validation
 from fedprox_jax.tasks import mnist_files as mnist
 from tests.conftest import mnist_manual_dir

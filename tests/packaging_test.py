@@ -21,13 +21,13 @@ def test_a_plain_install_has_every_package(tmp_path):
   packages = sorted(
       str(p.parent.relative_to(REPO)).replace('/', '.')
       for p in REPO.glob('**/__init__.py')
-      if p.parts[len(REPO.parts)] in ('fedprox_jax', 'configs'))
+      if p.parts[len(REPO.parts)] == 'fedprox_jax')
   code = ('import importlib, sys\n'
           f'for name in {packages!r}:\n'
           '  module = importlib.import_module(name)\n'
           f'  assert module.__file__.startswith({str(site)!r}), module.__file__\n'
           'from fedprox_jax import algorithms, tasks\n'
-          'import configs.sweeps.mnist_algorithms\n'
+          'import fedprox_jax.configs.sweeps.mnist_algorithms\n'
           'print(sorted(algorithms.ALGORITHMS), sorted(tasks.TASKS))\n')
   # From elsewhere than the repository, with only the installed copy on the path.
   result = subprocess.run([sys.executable, '-c', code],
@@ -42,5 +42,5 @@ def test_a_plain_install_has_every_package(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.split('\n')[0] == ("['fedavg', 'fednova', 'fedprox', 'scaffold'] "
                                           "['mnist', 'synthetic']")
-  assert len(packages) >= 9 and 'configs.sweeps' in packages
+  assert len(packages) >= 9 and 'fedprox_jax.configs.sweeps' in packages
   assert pathlib.Path(site, 'fedprox_jax', 'algorithms', 'scaffold.py').is_file()

@@ -139,7 +139,7 @@ def test_a_busy_workdir_is_refused_naming_its_holder(tmp_path):
 
 
 def synthetic_sweep():
-  from configs.sweeps import synthetic as synthetic_sweeps  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.configs.sweeps import synthetic as synthetic_sweeps  # pylint: disable=g-import-not-at-top
   sweep = synthetic_sweeps.get_config('1_1')
   sweep.repeats = 1
   return sweep

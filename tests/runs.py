@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from configs import synthetic
 from fedprox_jax import experiment
+from fedprox_jax.configs import synthetic
 
 
 def small_config(**overrides):

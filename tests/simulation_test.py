@@ -120,9 +120,9 @@ def test_invalid_configs_name_the_field(field, value, message):
 
 
 def test_default_configs_are_valid():
-  from configs import mnist_fedavg  # pylint: disable=g-import-not-at-top
-  from configs import mnist_fedprox  # pylint: disable=g-import-not-at-top
-  from configs import mnist_paper  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.configs import mnist_fedavg  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.configs import mnist_fedprox  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.configs import mnist_paper  # pylint: disable=g-import-not-at-top
   for module in (mnist_fedprox, mnist_fedavg, mnist_paper):
     validation.validate(module.get_config())
 

@@ -9,10 +9,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs.sweeps import mnist_figure
 from fedprox_jax import errors
 from fedprox_jax import experiment
 from fedprox_jax import plots
+from fedprox_jax.configs.sweeps import mnist_figure
 from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.experiment import grid as sweeps
 from fedprox_jax.experiment import rounds

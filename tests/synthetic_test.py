@@ -3,9 +3,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import synthetic as synthetic_config
 from fedprox_jax import experiment
 from fedprox_jax.algorithms import adaptive_mu
+from fedprox_jax.configs import synthetic as synthetic_config
 from fedprox_jax.core import client
 from fedprox_jax.engine import evaluation
 from fedprox_jax.tasks import models

@@ -5,9 +5,9 @@ import sys
 import ml_collections
 import pytest
 
-from configs.sweeps import mnist_figure
 from fedprox_jax import errors
 from fedprox_jax import experiment
+from fedprox_jax.configs.sweeps import mnist_figure
 from fedprox_jax.experiment import grid as sweeps
 from fedprox_jax.experiment import validation
 from tests.conftest import REPO
@@ -143,7 +143,7 @@ CONFIG_FILES = {
         'import ml_collections\ndef get_config(:\n  pass\n',
     'no_get_config.py':
         'import ml_collections\nCONFIG = 1\n',
-    'raises.py': ('from configs import mnist_fedprox\ndef get_config():\n'
+    'raises.py': ('from fedprox_jax.configs import mnist_fedprox\ndef get_config():\n'
                   '  c = mnist_fedprox.get_config()\n  c.seed = undefined_name\n  return c\n'),
 }
 
@@ -152,7 +152,7 @@ CONFIG_FILES = {
     ('syntax.py', 'syntax.py line 2: invalid syntax'),
     ('no_get_config.py', 'no_get_config.py has no get_config() function'),
     ('raises.py', "raises.py line 4: NameError: name 'undefined_name' is not defined"),
-    ('missing.py', 'no config file {dir}/missing.py: give the path of a file'),
+    ('missing.py', "no config file {dir}/missing.py: give a file's path, or a preset's name"),
 ])
 def test_a_broken_config_file_is_named_with_its_line(tmp_path, name, message):
   if name in CONFIG_FILES:

@@ -25,6 +25,7 @@ import time
 
 from absl import app
 from absl import flags
+import numpy as np
 
 _OUT = flags.DEFINE_string('out', 'benchmark.json', 'Where the JSON results go.')
 _ROUNDS = flags.DEFINE_integer('rounds', 100, 'Rounds of the full runs.')
@@ -35,6 +36,8 @@ _SWEEP = flags.DEFINE_string('sweep', 'configs/sweeps/mnist_figure.py', 'Sweep c
 _COHORTS = flags.DEFINE_list('cohorts', [], 'Clients per round at which to time the CNN.')
 _COHORT_ROUNDS = flags.DEFINE_integer('cohort_rounds', 5, 'Training rounds timed per cohort size.')
 _ONLY_COHORTS = flags.DEFINE_bool('only_cohorts', False, 'Time only the CNN cohorts.')
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Times the default run is measured (cold, cached).')
+_SWEEP_REPEATS = flags.DEFINE_integer('sweep_repeats', 1, 'Times the default sweep is measured.')
 _CHILD = flags.DEFINE_string('child', None, 'Internal: the measurement this process makes.')
 _CACHE = flags.DEFINE_string('compilation_cache', '', 'Internal: the compilation cache to use.')
 
@@ -69,6 +72,24 @@ def _child(name: str, cache: str) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _timed_child(name: str, cache: str) -> dict:
+  tick = time.perf_counter()
+  result = _child(name, cache)
+  result['process_wall_s'] = time.perf_counter() - tick
+  return result
+
+
+def _spread(repeats: list[dict]) -> dict:
+  """The median of every number over the repeats, and its min and max as KEY_min, KEY_max."""
+  out = dict(repeats[0])
+  for key, value in repeats[0].items():
+    values = sorted(r[key] for r in repeats)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and values[0] != values[-1]:
+      out[key], out[f'{key}_min'], out[f'{key}_max'] = float(
+          np.median(values)), values[0], values[-1]
+  return out
+
+
 def main(argv):
   del argv
   if _CHILD.value:
@@ -78,17 +99,23 @@ def main(argv):
     print(json.dumps(result))
     return
   results = {}
-  # Each full run twice: with an empty compilation cache, then with the one it filled.
-  names = [] if _ONLY_COHORTS.value else [
-      'single:full', 'single:full:warm', 'sweep:full', 'sweep:full:warm', 'single:compare',
-      'sweep:compare', 'algorithms:rounds'
-  ]
+  if not _ONLY_COHORTS.value:
+    # Each full run twice: with an empty compilation cache, then with the one it filled; that
+    # pair `repeats` times, each in a fresh cache, for the spread of the machine's noise.
+    for kind, repeats in (('single', _REPEATS.value), ('sweep', _SWEEP_REPEATS.value)):
+      for name in (f'{kind}:full', f'{kind}:full:warm'):
+        results[name] = {'repeats': []}
+      for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as cache:
+          for name in (f'{kind}:full', f'{kind}:full:warm'):
+            results[name]['repeats'].append(_timed_child(f'{kind}:full', cache))
+      for name in (f'{kind}:full', f'{kind}:full:warm'):
+        results[name].update(_spread(results[name]['repeats']))
+  names = [] if _ONLY_COHORTS.value else ['single:compare', 'sweep:compare', 'algorithms:rounds']
   names += [f'cnn:{int(k)}' for k in _COHORTS.value]
   with tempfile.TemporaryDirectory() as cache:
     for name in names:
-      tick = time.perf_counter()
-      results[name] = _child(name.removesuffix(':warm'), cache)
-      results[name]['process_wall_s'] = time.perf_counter() - tick
+      results[name] = _timed_child(name, cache)
   if not _ONLY_COHORTS.value:
     _print_table(results)
     _print_algorithms(results['algorithms:rounds'])
@@ -101,7 +128,9 @@ def main(argv):
 def _print_table(results: dict) -> None:
   single, sweep = results['single:full'], results['sweep:full']
   print(f'machine: {os.cpu_count()} CPUs, {single["platform"]}')
-  print(f'{"":32s}{"default run":>14s}{"default sweep":>16s}')
+  print(f'repeats: default run {len(single["repeats"])}, sweep {len(sweep["repeats"])}; '
+        'median (min - max)')
+  print(f'{"":32s}{"default run":>24s}{"default sweep":>24s}')
   rows = [('runs', 'runs', '{:.0f}'), ('devices x lanes', None, None),
           ('data load, cached (s)', 'data_load_s', '{:.2f}'),
           ('compile + data to device (s)', 'setup_s', '{:.2f}'),
@@ -125,8 +154,8 @@ def _print_table(results: dict) -> None:
     if key is None:
       cells = [f'{r["devices"]} x {r["lanes"]}' for r in (single, sweep)]
     else:
-      cells = [fmt.format(r[key]) for r in (single, sweep)]
-    print(f'{label:32s}{cells[0]:>14s}{cells[1]:>16s}')
+      cells = [_cell(r, key, fmt) for r in (single, sweep)]
+    print(f'{label:32s}{cells[0]:>24s}{cells[1]:>24s}')
   for kind in ('single', 'sweep'):
     c = results[f'{kind}:compare']
     print(f'{kind}: training round, median of {c["rounds"]}: packed '
@@ -134,6 +163,14 @@ def _print_table(results: dict) -> None:
           f'{c["sequential_round_s_median"]:.3f} s; speed-up {c["speedup"]:.1f}x (ratio of '
           f'medians), {c["speedup_total"]:.1f}x (ratio of totals); max |difference| '
           f'{c["max_abs_difference"]:.1e}')
+
+
+def _cell(result: dict, key: str, fmt: str) -> str:
+  """A figure's median, with its min and max over the repeats when they differ."""
+  if f'{key}_min' not in result or result[f'{key}_min'] == result[f'{key}_max']:
+    return fmt.format(result[key])
+  return (f'{fmt.format(result[key])} ({fmt.format(result[f"{key}_min"])}-'
+          f'{fmt.format(result[f"{key}_max"])})')
 
 
 def _print_algorithms(a: dict) -> None:

@@ -41,7 +41,7 @@ def _peak_rss_mb() -> float:
 
 
 def base_config(num_rounds: int, cache: str) -> ml_collections.ConfigDict:
-  from configs import mnist_fedprox  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.configs import mnist_fedprox  # pylint: disable=g-import-not-at-top
   base = mnist_fedprox.get_config()
   base.num_rounds = num_rounds
   base.compute.compilation_cache_dir = cache

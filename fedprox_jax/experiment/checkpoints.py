@@ -35,28 +35,6 @@ from fedprox_jax.experiment.checkpoint_state import flat_state
 _ROUND_NAME = re.compile(r'0|[1-9][0-9]*')  # Only canonical names: '030' is not round 30.
 
 
-class _QuietOrbax(logging.Filter):
-  """orbax logs every file it writes at INFO through absl's logger: keep its warnings only, each on
-  one line. A failed save is reported by CheckpointError, naming the cause: the errors its
-  background threads log, and asyncio's notes on their tasks, would only repeat it."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    if record.name == 'asyncio':
-      return 'exception was never retrieved' not in record.getMessage()
-    if '/orbax/' not in record.pathname:
-      return True
-    if record.levelno < logging.WARNING or 'raised an exception' in record.getMessage():
-      return False
-    if record.exc_info or '\n' in record.getMessage():
-      record.msg, record.args = ' '.join(record.getMessage().split())[:300], ()
-      record.exc_info = record.exc_text = None
-    return True
-
-
-for _name in ('absl', 'asyncio'):
-  logging.getLogger(_name).addFilter(_QuietOrbax())
-
-
 class _Unusable(Exception):
   """This checkpoint cannot be restored (unreadable, incomplete, altered or foreign)."""
 

@@ -16,6 +16,7 @@ import ml_collections
 
 from fedprox_jax import algorithms
 from fedprox_jax import config_fields
+from fedprox_jax import quiet
 from fedprox_jax import tasks
 from fedprox_jax.algorithms import server_optimizers
 from fedprox_jax.engine import devices
@@ -31,6 +32,7 @@ from fedprox_jax.experiment.checkpoint_state import fingerprint
 from fedprox_jax.experiment.checkpoints import Checkpoints
 from fedprox_jax.experiment.workdir import WorkdirLock
 from fedprox_jax.experiment.workdir import prepare_workdir
+from fedprox_jax.experiment.workdir import remove_if_unstarted
 from fedprox_jax.experiment.writers import RunWriter
 from fedprox_jax.files import write_atomically
 
@@ -176,15 +178,21 @@ def run_sweep(base: ml_collections.ConfigDict,
   A workdir is locked for the whole sweep. One of the same sweep resumes it: finished chunks of
   runs are kept as they are, an interrupted one continues from its newest verified checkpoint.
   """
+  quiet.install()
   base, runs = prepare(base, sweep)
   if not workdir:
     return _run_chunks(base, sweep, runs, None)
   root = pathlib.Path(workdir)
-  with WorkdirLock(workdir):
-    prepare_workdir(workdir, {'sweep.json': sweep, 'base_config.json': base}, overwrite)
-    for name, config in (('sweep.json', sweep), ('base_config.json', base)):
-      _write(root / name, config.to_json(indent=2, sort_keys=True) + '\n')
-    return _run_chunks(base, sweep, runs, root)
+  lock = WorkdirLock(workdir)
+  try:
+    with lock:
+      prepare_workdir(workdir, {'sweep.json': sweep, 'base_config.json': base}, overwrite)
+      for name, config in (('sweep.json', sweep), ('base_config.json', base)):
+        _write(root / name, config.to_json(indent=2, sort_keys=True) + '\n')
+      return _run_chunks(base, sweep, runs, root)
+  except BaseException:
+    remove_if_unstarted(lock, any(p.stat().st_size for p in root.glob('runs/*/metrics.jsonl')))
+    raise
 
 
 def _run_chunks(base, sweep, runs, root: pathlib.Path | None) -> dict[str, list[dict]]:
@@ -217,8 +225,9 @@ def _run_chunks(base, sweep, runs, root: pathlib.Path | None) -> dict[str, list[
       sim = Simulation(chunk.runs[0][2], data,
                        [run_settings.from_config(c) for _, _, c in chunk.runs])
       try:
+        later = sum(len(c.runs) for c in chunks[i + 1:]) * base.num_rounds
         progress = rounds.run_rounds(sim, writers, [name for name, _, _ in chunk.runs],
-                                     checkpoints[i], restored, data.statistics())
+                                     checkpoints[i], restored, data.statistics(), later)
       except BaseException:
         for writer in writers:
           writer.abort()

@@ -39,6 +39,31 @@ def _format_eta(seconds: float) -> str:
   return time.strftime('%H:%M:%S', time.gmtime(max(seconds, 0)))
 
 
+class Eta:
+  """Time left, from the wall time of whole rounds (training, evaluation, records, checkpoints):
+  the mean over a recent window long enough to hold evaluations and checkpoints, times the rounds
+  left, plus the rounds of a sweep's later chunks (`later_run_rounds`, counted per run)."""
+
+  def __init__(self, config, num_runs: int, later_run_rounds: int = 0):
+    self.window = max(20, 2 * config.eval_every, 2 * config.checkpoint_every)
+    self.num_rounds, self.num_runs, self.later = config.num_rounds, num_runs, later_run_rounds
+    self.laps: list[float] = []
+    self._last = time.perf_counter()
+
+  def lap(self) -> None:
+    now = time.perf_counter()
+    self.laps.append(now - self._last)
+    self._last = now
+
+  def per_round(self) -> float:
+    recent = self.laps[-self.window:]
+    return float(np.mean(recent)) if recent else 0.0
+
+  def seconds_left(self, r: int) -> float:
+    per_round = self.per_round()
+    return per_round * (self.num_rounds - r) + per_round / self.num_runs * self.later
+
+
 def new_progress(num_lanes: int, data_stats: dict) -> dict:
   """What a run has done so far; checkpoints carry it, so a resumed run's summary covers all its
   rounds."""
@@ -86,10 +111,12 @@ def run_rounds(sim: Simulation,
                labels: Sequence[str],
                checkpoints: Checkpoints | None = None,
                restored: Restored | None = None,
-               data_stats: dict | None = None) -> dict:
+               data_stats: dict | None = None,
+               later_run_rounds: int = 0) -> dict:
   """Advances every run of `sim` to round config.num_rounds, writing a record per evaluation,
   from `restored` (a checkpoint) if given, saving checkpoints as it goes; returns the progress
-  (program totals and round times) of all the rounds, those before `restored` included."""
+  (program totals and round times) of all the rounds, those before `restored` included. The
+  ETA counts `later_run_rounds` more (a sweep's chunks to come, in rounds times runs)."""
   c = sim.config
   evaluate_at = evaluation_rounds(c.num_rounds, c.eval_every)
   adaptive = np.array([run.adaptive_mu for run in sim.runs])
@@ -113,6 +140,7 @@ def run_rounds(sim: Simulation,
     writer.start(restored.round if restored else None, evaluate_at)
   start, wall_before = time.perf_counter(), progress['wall_s']
   round_times = progress['round_times']
+  eta = Eta(c, len(sim.runs), later_run_rounds)
   done = first - 1
   try:
     for r in range(first, c.num_rounds + 1):
@@ -130,7 +158,7 @@ def run_rounds(sim: Simulation,
         round_times.append(time.perf_counter() - tick)
       if r in evaluate_at:
         metrics = _evaluate_and_write(sim, server.params, r, stats, mu_state.mu, round_times,
-                                      writers, start)
+                                      writers, start, eta)
         if adaptive.any():  # Validation guarantees an evaluation every round.
           mu_state = adaptive_mu.update(mu_state, metrics['train/loss'], adaptive)
           hp = sim.with_mu(mu_state.mu)
@@ -140,6 +168,7 @@ def run_rounds(sim: Simulation,
           writer.sync()  # The records the checkpoint follows are on disk first.
         checkpoints.save(r, full_state(sim, server, mu_state), progress)
       done = r
+      eta.lap()
   except KeyboardInterrupt:
     raise Interrupted(_interrupted_message(done, checkpoints)) from None
   return progress
@@ -154,8 +183,8 @@ def _interrupted_message(done: int, checkpoints: Checkpoints | None) -> str:
 
 
 def _evaluate_and_write(sim: Simulation, params, r: int, stats: dict, mu: np.ndarray,
-                        round_times: list[float], writers: Sequence[RunWriter],
-                        start: float) -> dict[str, np.ndarray]:
+                        round_times: list[float], writers: Sequence[RunWriter], start: float,
+                        eta: Eta) -> dict[str, np.ndarray]:
   """Evaluates every run's model, writes its record and logs a progress line with an ETA."""
   metrics = sim.evaluate(params)
   elapsed = time.perf_counter() - start
@@ -169,12 +198,10 @@ def _evaluate_and_write(sim: Simulation, params, r: int, stats: dict, mu: np.nda
       })
     record['time/elapsed_s'] = elapsed
     writer.write(record)
-  seconds = float(np.median(round_times[-10:])) if round_times else 0.0
   shown = ' '.join(f'{k} {float(np.mean(v)):.4f}' for k, v in metrics.items()
                    if k in ('train/loss', 'test/accuracy', 'local_test/accuracy'))
-  num_rounds = sim.config.num_rounds
-  logging.info('round %d/%d  %s  %.4f s/round  ETA %s', r, num_rounds, shown, seconds,
-               _format_eta(seconds * (num_rounds - r)))
+  logging.info('round %d/%d  %s  %.4f s/round  ETA %s', r, sim.config.num_rounds, shown,
+               eta.per_round(), _format_eta(eta.seconds_left(r)))
   return metrics
 
 

@@ -4,6 +4,7 @@ import pathlib
 
 import ml_collections
 
+from fedprox_jax import quiet
 from fedprox_jax import tasks
 from fedprox_jax.engine import devices
 from fedprox_jax.engine import run_settings
@@ -17,6 +18,7 @@ from fedprox_jax.experiment.checkpoints import Restored
 from fedprox_jax.experiment.workdir import WorkdirLock
 from fedprox_jax.experiment.workdir import prepare_workdir
 from fedprox_jax.experiment.workdir import refuse_sweep_run
+from fedprox_jax.experiment.workdir import remove_if_unstarted
 from fedprox_jax.experiment.writers import RunWriter
 
 
@@ -44,35 +46,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   from its newest checkpoint that verifies (a finished one is left as it is); one of another config
   is refused unless `overwrite`, which starts it over.
   """
+  quiet.install()
   validation.validate(config)
   validation.warn_unused(config)
   if not workdir:
     devices.configure(config)
     return _train(config, RunWriter(None, config), None, None)
   refuse_sweep_run(workdir)
-  with WorkdirLock(workdir):
-    prepare_workdir(workdir, {'config.json': config}, overwrite)
-    devices.configure(config)
-    checkpoints = Checkpoints(
-        pathlib.Path(workdir) / 'checkpoints', config.checkpoint_every, config.checkpoint_keep,
-        fingerprint([config]))
-    restored = checkpoints.restore()
-    check_rounds_done(restored, config.num_rounds, workdir)
-    writer = RunWriter(workdir, config)
-    if restored and restored.round == config.num_rounds:
-      finish_completed(writer, restored,
-                       rounds.evaluation_rounds(config.num_rounds, config.eval_every))
-      logging.info(
-          'The run in %s is complete (round %d of %d): nothing to do; a larger '
-          '--config.num_rounds extends it', workdir, restored.round, config.num_rounds)
-      return writer.records
-    try:
-      return _train(config, writer, checkpoints, restored)
-    except BaseException:
-      writer.abort()
-      raise
-    finally:
-      checkpoints.close()
+  lock = WorkdirLock(workdir)
+  try:
+    with lock:
+      return _in_workdir(config, workdir, overwrite)
+  except BaseException:
+    metrics = pathlib.Path(workdir) / 'metrics.jsonl'
+    remove_if_unstarted(lock, metrics.exists() and metrics.stat().st_size > 0)
+    raise
+
+
+def _in_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> list[dict]:
+  prepare_workdir(workdir, {'config.json': config}, overwrite)
+  devices.configure(config)
+  checkpoints = Checkpoints(
+      pathlib.Path(workdir) / 'checkpoints', config.checkpoint_every, config.checkpoint_keep,
+      fingerprint([config]))
+  restored = checkpoints.restore()
+  check_rounds_done(restored, config.num_rounds, workdir)
+  writer = RunWriter(workdir, config)
+  if restored and restored.round == config.num_rounds:
+    finish_completed(writer, restored, rounds.evaluation_rounds(config.num_rounds,
+                                                                config.eval_every))
+    logging.info(
+        'The run in %s is complete (round %d of %d): nothing to do; a larger '
+        '--config.num_rounds extends it', workdir, restored.round, config.num_rounds)
+    return writer.records
+  try:
+    return _train(config, writer, checkpoints, restored)
+  except BaseException:
+    writer.abort()
+    raise
+  finally:
+    checkpoints.close()
 
 
 def _train(config: ml_collections.ConfigDict, writer: RunWriter, checkpoints: Checkpoints | None,
@@ -88,7 +101,7 @@ def _train(config: ml_collections.ConfigDict, writer: RunWriter, checkpoints: Ch
   summary = rounds.summarize(writer.records, progress)
   writer.close(summary)
   logging.info(
-      'Done in %.1f s: %s', progress['wall_s'],
+      'Rounds done in %.1f s: %s', progress['wall_s'],
       ', '.join(f'{k} {v:.4f}' for k, v in summary.items()
                 if k.startswith(('final/test', 'final/local_test', 'last10/'))))
   return writer.records

@@ -42,8 +42,12 @@ class WorkdirLock:
   def __init__(self, workdir: str):
     self.root = pathlib.Path(workdir)
     self._fd = None
+    self.created = False  # Whether this lock made the directory (a failed start removes it).
 
   def __enter__(self) -> 'WorkdirLock':
+    if self.root.exists() and not self.root.is_dir():
+      raise ConfigError(f'--workdir {self.root} is a file, not a directory: choose another path')
+    self.created = not self.root.exists()
     try:
       self.root.mkdir(parents=True, exist_ok=True)
       fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -74,6 +78,12 @@ class WorkdirLock:
     if self._fd is not None:
       os.close(self._fd)  # Releases the lock; the file stays (removing it would race).
       self._fd = None
+
+
+def remove_if_unstarted(lock: WorkdirLock, started: bool) -> None:
+  """After a failure: a workdir that this run created, and in which it recorded nothing, goes."""
+  if lock.created and not started:
+    shutil.rmtree(lock.root, ignore_errors=True)
 
 
 def resumable(field: str) -> bool:

@@ -2,13 +2,19 @@
 
 TensorFlow is imported only here, lazily, and only when the partition cache misses.
 """
+import contextlib
 import hashlib
+import io
+import logging
 import os
 import pathlib
 import socket
+import sys
 
+from absl import logging as absl_logging
 import numpy as np
 
+from fedprox_jax import quiet
 from fedprox_jax.errors import DataError
 
 # The official files and their SHA256, as registered by TFDS for its `mnist` builder.
@@ -64,10 +70,14 @@ def load_mnist(tfds_data_dir: str, manual_dir: str) -> dict[str, np.ndarray]:
   manual_dir = resolve_manual_dir(manual_dir)
   if manual_dir:
     check_manual_dir(manual_dir)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  quiet.install()  # Before TensorFlow's import: its C++ notices come then.
+  logging.info('Loading TensorFlow to read MNIST with TFDS (once: later runs read the partition '
+               'cache)')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')  # TF only reads files; keep accelerators for JAX.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  if absl_logging.get_verbosity() < 1:
+    tfds.disable_progress_bar()  # Bars of terminal codes, in a log file; one line a step here.
 
   where = f'{tfds_data_dir or "the TFDS data dir (~/tensorflow_datasets)"}/mnist'
   try:
@@ -82,12 +92,18 @@ def load_mnist(tfds_data_dir: str, manual_dir: str) -> dict[str, np.ndarray]:
                     f'reached (offline?): set data.manual_dir or ${MANUAL_DIR_ENV} to a folder '
                     'with the four official MNIST .gz files')
   config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
+  if not prepared:
+    logging.info('Preparing MNIST in %s from %s', builder.data_dir, manual_dir or
+                 f'{DOWNLOAD_HOST} (downloading)')
+  chatter = io.StringIO()  # TFDS prints its own two lines around the one above.
   try:
-    builder.download_and_prepare(download_config=config)
+    with contextlib.redirect_stdout(chatter if absl_logging.get_verbosity() < 1 else sys.stdout):
+      builder.download_and_prepare(download_config=config)
   except Exception as e:  # TFDS raises many kinds; all mean the same to a user.
     raise DataError(f'could not prepare MNIST with TFDS ({type(e).__name__}: {e}). Offline, set '
                     f'data.manual_dir or ${MANUAL_DIR_ENV} to a folder with the four official '
                     'MNIST .gz files') from None
+  logging.info('Reading MNIST from %s', builder.data_dir)
   out = {}
   for split in ('train', 'test'):
     try:

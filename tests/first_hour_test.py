@@ -1,0 +1,139 @@
+"""A new user's first hour: a quiet log that says where the results go, an honest ETA, presets by
+name from anywhere, and nothing left behind by a run that never started."""
+import datetime
+import json
+import re
+import subprocess
+import sys
+
+import matplotlib.pyplot as plt
+
+from fedprox_jax import plots
+from tests.conftest import REPO
+from tests.conftest import subprocess_env
+
+SMALL = [
+    '--config.data.num_clients=12', '--config.clients_per_round=4',
+    '--config.client.local_epochs=1', '--config.eval.dissimilarity=False'
+]
+
+
+def _run(*args, cwd=REPO, module='fedprox_jax.run', env=None):
+  return subprocess.run([sys.executable, '-m', module, *args],
+                        cwd=cwd,
+                        env=env or subprocess_env(),
+                        capture_output=True,
+                        text=True,
+                        timeout=600)
+
+
+def _clock(line: str) -> float:
+  """Seconds of the day of an absl log line ('I1125 17:03:21.222320 ...')."""
+  stamp = datetime.datetime.strptime(line.split()[1], '%H:%M:%S.%f')
+  return stamp.hour * 3600 + stamp.minute * 60 + stamp.second + stamp.microsecond / 1e6
+
+
+def test_the_eta_at_mid_run_is_within_half_again_of_the_time_left(tmp_path):
+  # The paper's Synthetic(1,1) setting: about 20 ms a round, 6 s left at mid-run.
+  result = _run('--config=synthetic:1_1', '--config.eval.dissimilarity=False',
+                '--config.num_rounds=600', f'--workdir={tmp_path / "run"}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = {
+      int(m.group(1)): (_clock(line), m.group(2)) for line in result.stderr.splitlines()
+      for m in [re.search(r'round (\d+)/600 .* ETA (\d\d:\d\d:\d\d)$', line)]
+      if m
+  }
+  end = lines[600][0]
+  for r in (250, 300, 350):
+    h, m, s = map(int, lines[r][1].split(':'))
+    eta, left = h * 3600 + m * 60 + s, end - lines[r][0]
+    assert left > 3  # Long enough for the factor to mean something.
+    assert left / 1.5 - 1 <= eta <= left * 1.5 + 1, (r, eta, left)  # +-1 s: ETA shows seconds.
+
+
+def test_a_first_run_writes_a_quiet_log_that_says_where_the_results_went(mnist_env, tmp_path):
+  env, _ = mnist_env
+  result = _run(
+      '--config=mnist_fedprox',
+      '--config.num_rounds=2',
+      '--config.data.num_clients=100',
+      f'--config.data.tfds_data_dir={tmp_path / "tfds"}',  # Prepared by this run.
+      f'--config.data.cache_dir={tmp_path / "cache"}',
+      cwd=tmp_path,
+      env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  log = result.stdout + result.stderr  # Both go to files here, as under nohup or a scheduler.
+  assert '\x1b' not in log  # No terminal control codes (progress bars).
+  for chatter in ("Unable to initialize backend 'tpu'", 'oneDNN', 'Dl Completed',
+                  'Generating splits', 'Shuffling'):
+    assert chatter not in log, chatter
+  assert 'Preparing MNIST in ' in log and 'Reading MNIST from ' in log
+  (workdir,) = (tmp_path / 'runs').iterdir()  # A workdir by default, named by config and time.
+  assert re.fullmatch(r'mnist_fedprox-\d{8}-\d{6}', workdir.name)
+  first, last = result.stderr.strip().splitlines()[0], result.stderr.strip().splitlines()[-1]
+  assert f'Results go to runs/{workdir.name}' in first
+  assert (f'Results in runs/{workdir.name}: metrics.jsonl, summary.json, checkpoints/. Plot them: '
+          f'python -m fedprox_jax.plot --run runs/{workdir.name}. The whole process took ') in last
+  assert len((workdir / 'metrics.jsonl').read_text().splitlines()) == 3
+
+
+def test_an_empty_workdir_flag_saves_nothing_and_says_so(tmp_path):
+  result = _run('--config=synthetic', *SMALL, '--config.num_rounds=2', '--workdir=', cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stderr.strip().splitlines()
+  assert 'Nothing is saved (--workdir=)' in lines[0] and 'Nothing was saved' in lines[-1]
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_presets_by_name_from_another_directory(tmp_path):
+  run = _run('--config=synthetic:iid', *SMALL, '--config.num_rounds=2', cwd=tmp_path)
+  assert run.returncode == 0, run.stderr[-3000:]
+  (workdir,) = (tmp_path / 'runs').iterdir()
+  assert workdir.name.startswith('synthetic-iid-')
+  assert json.loads((workdir / 'config.json').read_text())['data']['iid'] is True
+  sweep = _run('--config=synthetic',
+               '--sweep=synthetic:iid',
+               '--sweep.repeats=1',
+               *SMALL,
+               '--config.num_rounds=2',
+               f'--workdir={tmp_path / "sweep"}',
+               cwd=tmp_path,
+               module='fedprox_jax.sweep')
+  assert sweep.returncode == 0, sweep.stderr[-3000:]
+  assert (tmp_path / 'sweep' / 'results.csv').is_file()
+
+
+def test_a_run_that_fails_before_computing_leaves_no_workdir(tmp_path):
+  env = subprocess_env(FEDPROX_JAX_MNIST_DIR=str(tmp_path / 'no_mnist_here'))
+  fresh, existing = tmp_path / 'fresh', tmp_path / 'existing'
+  existing.mkdir()
+  for workdir in (fresh, existing):
+    result = _run('--config=mnist_fedprox',
+                  f'--config.data.cache_dir={tmp_path / "cache"}',
+                  f'--workdir={workdir}',
+                  env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith('error: MNIST file') and 'is missing' in lines[-1]
+    assert not any(line.startswith('E1') and 'is missing' in line for line in lines)  # Once.
+  assert not fresh.exists()  # Made by the run, so removed by it.
+  assert existing.is_dir()  # The user's: kept.
+
+
+def test_a_workdir_that_is_a_file_is_named_so(tmp_path):
+  (tmp_path / 'taken').write_text('')
+  result = _run('--config=synthetic', f'--workdir={tmp_path / "taken"}')
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'error: --workdir {tmp_path / "taken"} is a file, not a directory: choose another path')
+
+
+def test_a_runs_figure_gives_mu_a_panel_of_its_own(tmp_path):
+  records = [{
+      'round': r,
+      'train/loss': 2.0 / (r + 1),
+      'test/accuracy': r / 10,
+      'mu': 1.0
+  } for r in range(5)]
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
+  png = plots.plot_run(str(tmp_path))
+  assert plt.imread(png).shape[1] == round(3 * 4.6 * 120)  # Loss, accuracy and mu: 3 panels.
