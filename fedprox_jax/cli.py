@@ -3,7 +3,6 @@ import importlib.util
 import os
 import pathlib
 import re
-import signal
 import sys
 import time
 import traceback
@@ -14,6 +13,7 @@ from absl import logging
 from fedprox_jax import config_fields
 from fedprox_jax import configs as presets
 from fedprox_jax import errors
+from fedprox_jax import signals
 
 
 def _one_line(e: BaseException) -> str:
@@ -41,8 +41,13 @@ def _config_file_problem(e: BaseException, spec: str) -> str:
   if isinstance(cause, SyntaxError):
     return f'{cause.filename} line {cause.lineno}: {cause.msg}'
   if isinstance(cause, OSError) and not os.path.isfile(path):
+    for sweep, flag in ((True, '--sweep'), (False, '--config')):
+      if pathlib.Path(path).stem in presets.names(sweep) and not path.endswith('.py'):
+        return f'{path} is a preset of {flag}: give it as {flag}={spec}'
     return (f'no config file {path}: give a file\'s path, or a preset\'s name: '
             f'{", ".join(presets.names())} (sweeps: {", ".join(presets.names(sweep=True))})')
+  if isinstance(cause, TypeError) and 'positional argument' in str(cause):
+    return f'{path}\'s get_config() takes no argument after ":" (or another number): {cause}'
   if "has no attribute 'get_config'" in str(cause):
     return f'{path} has no get_config() function: define one that returns the config'
   frames = [
@@ -132,21 +137,6 @@ def _quiet_closed_event_loops(hook):
   return quiet
 
 
-def _stop_on(signum: int) -> None:
-  """SIGTERM (a scheduler's notice) stops a run as Ctrl-C does, between two steps."""
-
-  def handler(received, frame):
-    del frame
-    global _STOPPED_BY
-    _STOPPED_BY = received
-    raise KeyboardInterrupt
-
-  signal.signal(signum, handler)
-
-
-_STOPPED_BY = signal.SIGINT
-
-
 def check_no_arguments(argv: list[str]) -> None:
   """Flags only: a stray word (`--overwrite false`) would otherwise be ignored."""
   if len(argv) > 1:
@@ -181,12 +171,19 @@ def _process_seconds() -> float:
 _IMPORTED = time.perf_counter()
 
 
-def run(main, workdir: str | None = None, results: str = '', plot: str = '') -> None:
+def run(main,
+        workdir: str | None = None,
+        results: str = '',
+        plot: str = '',
+        chosen: bool = False) -> None:
   """Calls main(); a known failure or an interruption ends the process with one line. The first
   and last lines say where the results go (`results`: the workdir's main files; `plot`: the
-  arguments of the command that plots them), or that nothing is saved."""
+  arguments of the command that plots them), or that nothing is saved. A workdir `chosen` here
+  (not given) must be named to the command that resumes the run."""
   sys.unraisablehook = _quiet_closed_event_loops(sys.unraisablehook)
-  _stop_on(signal.SIGTERM)
+  signals.install()
+  again = f'rerun the same command with --workdir={workdir}' if chosen else 'rerun the same command'
+  reword = lambda message: str(message).replace('rerun the same command', again)
   if workdir:
     logging.info('Results go to %s (--workdir=DIR chooses the place)', workdir)
   else:
@@ -204,11 +201,11 @@ def run(main, workdir: str | None = None, results: str = '', plot: str = '') -> 
                    _process_seconds())
   except errors.USER_ERRORS as e:  # Their message says what is wrong and what to do.
     logging.debug('%s', e, exc_info=True)
-    sys.exit(f'error: {e}')
+    sys.exit(f'error: {reword(e)}')
   except errors.Interrupted as e:
-    print(e, file=sys.stderr)
-    sys.exit(128 + _STOPPED_BY)
+    print(reword(e), file=sys.stderr)
+    sys.exit(128 + signals.stopped_by())
   except KeyboardInterrupt:
-    print('interrupted; rerun the same command: a run resumes from its last checkpoint',
+    print(reword('interrupted; rerun the same command: a run resumes from its last checkpoint'),
           file=sys.stderr)
-    sys.exit(128 + _STOPPED_BY)
+    sys.exit(128 + signals.stopped_by())

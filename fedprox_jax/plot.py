@@ -10,28 +10,50 @@ import sys
 from fedprox_jax import plots
 
 
+def _plot_sweep(directory: pathlib.Path, metrics: list[str] | None) -> list[pathlib.Path]:
+  rows = plots.read_table(directory / 'results.csv')
+  if metrics is None:  # The training loss and the accuracy the task has.
+    metrics = [
+        'train/loss', 'test/accuracy' if rows[0].get('test/accuracy') else 'local_test/accuracy'
+    ]
+  unknown = [m for m in metrics if m not in rows[0]]
+  if unknown:
+    known = [k for k in rows[0] if '/' in k and not k.startswith('time/')]
+    raise ValueError(f'{directory / "results.csv"} has no metric {unknown[0]}: it has '
+                     f'{", ".join(known)}')
+  paths = plots.plot_sweep(str(directory), metrics=metrics)
+  sections = [
+      f'{m}, mean over the last 10 rounds; mean +- std over seeds\n\n'
+      f'{plots.final_table(rows, m)}\n' for m in metrics
+  ]
+  (directory / 'table.md').write_text('\n'.join(sections))
+  print('\n'.join(sections))
+  return paths
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('directory', help='a sweep directory (with results.csv), or a run directory')
   parser.add_argument('--run', action='store_true', help='plot one run (metrics.jsonl)')
   parser.add_argument('--metrics',
-                      default='train/loss,test/accuracy',
-                      help='rows of the sweep figure (default: %(default)s)')
+                      default=None,
+                      help='rows of the sweep figure and tables of table.md, comma-separated '
+                      '(default: train/loss and test/accuracy, or local_test/accuracy where '
+                      'there is no test set)')
   args = parser.parse_args()
+  directory = pathlib.Path(args.directory)
   try:
     if args.run:
+      if not (directory / 'metrics.jsonl').exists() and (directory / 'results.csv').exists():
+        raise ValueError(f'{directory} is a sweep\'s directory: leave out --run')
       paths = [plots.plot_run(args.directory)]
     else:
-      paths = plots.plot_sweep(args.directory, metrics=args.metrics.split(','))
-      rows = plots.read_table(pathlib.Path(args.directory) / 'results.csv')
-      metric = 'test/accuracy' if rows and rows[0].get('test/accuracy') else 'local_test/accuracy'
-      table = plots.final_table(rows, metric)
-      (pathlib.Path(args.directory) / 'table.md'
-      ).write_text(f'{metric}, mean over the last 10 rounds; mean +- std over seeds\n\n{table}\n')
-      print(table)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f'error: {e}')
+      if not (directory / 'results.csv').exists() and (directory / 'metrics.jsonl').exists():
+        raise ValueError(f'{directory} is a run\'s directory: add --run')
+      paths = _plot_sweep(directory, args.metrics.split(',') if args.metrics else None)
+  except (OSError, ValueError) as e:
+    sys.exit(f'error: {" ".join(str(e).split())}')
   for path in paths:
     print(path)
 

@@ -23,16 +23,43 @@ LABELS = {
 
 
 def read_table(path: pathlib.Path) -> list[dict]:
+  """results.csv's rows; a table that is not one raises ValueError naming it."""
   with open(path, newline='') as f:
-    return list(csv.DictReader(f))
+    rows = list(csv.DictReader(f))
+  needed = {'run', 'arm', 'stragglers', 'round'}
+  if not rows or any(not needed <= row.keys() or None in row.values() for row in rows):
+    raise ValueError(f'{path} is not a whole results table (runs, arms, stragglers and rounds '
+                     'on every row): rerun the sweep to write it again')
+  return rows
+
+
+def series_of(row: dict) -> str:
+  """The line a row belongs to: its arm and arm-grid values (older tables: its arm)."""
+  return row.get('series') or row['arm']
+
+
+def read_records(path: pathlib.Path) -> list[dict]:
+  """A run's metrics.jsonl; a line that is not a record raises ValueError naming it."""
+  records = []
+  for number, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+      records.append(json.loads(line))
+    except ValueError:
+      raise ValueError(f'{path} line {number} is not a metrics record (a run stopped while '
+                       'writing it? rerun it to resume)') from None
+  if not records:
+    raise ValueError(f'{path} is empty')
+  return records
 
 
 def curves(rows: list[dict], metric: str):
-  """{(arm, stragglers): (rounds, mean, std, runs)} of `metric` over the seeds of each setting."""
+  """{(series, stragglers): (rounds, mean, std, runs)} of `metric` over the seeds of each setting.
+  """
   series = collections.defaultdict(lambda: collections.defaultdict(list))
   for row in rows:
     if row.get(metric, '') != '':
-      series[(row['arm'], float(row['stragglers']))][int(row['round'])].append(float(row[metric]))
+      key = (series_of(row), float(row['stragglers']))
+      series[key][int(row['round'])].append(float(row[metric]))
   out = {}
   for key, by_round in series.items():
     rounds = np.array(sorted(by_round))
@@ -66,13 +93,13 @@ def final_table(rows: list[dict], metric: str = 'test/accuracy', last: int = 10)
   by_run = collections.defaultdict(list)
   for row in rows:
     if row.get(metric, '') != '':
-      by_run[(row['arm'], float(row['stragglers']), row['run'])].append(
+      by_run[(series_of(row), float(row['stragglers']), row['run'])].append(
           (int(row['round']), float(row[metric])))
   cells = collections.defaultdict(list)
   for (arm, fraction, _), values in by_run.items():
     final = max(r for r, _ in values)
     cells[(fraction, arm)].append(np.mean([v for r, v in values if r > final - last]))
-  arms = list(dict.fromkeys(r['arm'] for r in rows))
+  arms = list(dict.fromkeys(series_of(r) for r in rows))
   lines = [f'| stragglers | {" | ".join(arms)} |', '|---' * (len(arms) + 1) + '|']
   for fraction in sorted({f for f, _ in cells}):
     values = [cells.get((fraction, arm), []) for arm in arms]
@@ -93,7 +120,7 @@ def plot_sweep(sweep_dir: str,
   if not metrics:
     raise ValueError(f'{sweep_dir / "results.csv"} has none of the metrics to plot')
   fractions = sorted({float(r['stragglers']) for r in rows})
-  arms = list(dict.fromkeys(r['arm'] for r in rows))
+  arms = list(dict.fromkeys(series_of(r) for r in rows))
   fig, axes = plt.subplots(len(metrics),
                            len(fractions),
                            squeeze=False,
@@ -130,9 +157,7 @@ def plot_run(run_dir: str) -> pathlib.Path:
   """Every metric of one run's metrics.jsonl against the round, losses together, accuracies
   together, mu and the dissimilarity each on its own panel: run_dir/metrics.png."""
   run_dir = pathlib.Path(run_dir)
-  records = [json.loads(line) for line in (run_dir / 'metrics.jsonl').read_text().splitlines()]
-  if not records:
-    raise ValueError(f'{run_dir / "metrics.jsonl"} is empty')
+  records = read_records(run_dir / 'metrics.jsonl')
   keys = [k for k in LABELS if k in records[0]]
   panels = list(dict.fromkeys(_panel(k) for k in keys))
   fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)

@@ -32,7 +32,8 @@ def main(argv):
   cli.run(lambda: experiment.train_and_evaluate(config, workdir, _OVERWRITE.value),
           workdir,
           results='metrics.jsonl, summary.json, checkpoints/',
-          plot='--run {workdir}')
+          plot='--run {workdir}',
+          chosen=_WORKDIR.value is None)
 
 
 if __name__ == '__main__':

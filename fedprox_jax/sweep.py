@@ -35,7 +35,8 @@ def main(argv):
   cli.run(lambda: experiment.run_sweep(base, sweep, workdir, _OVERWRITE.value),
           workdir,
           results='results.csv, runs/NAME/ (one folder per run)',
-          plot='{workdir}')
+          plot='{workdir}',
+          chosen=_WORKDIR.value is None)
 
 
 if __name__ == '__main__':

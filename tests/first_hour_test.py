@@ -3,8 +3,10 @@ name from anywhere, and nothing left behind by a run that never started."""
 import datetime
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import matplotlib.pyplot as plt
 
@@ -137,3 +139,24 @@ def test_a_runs_figure_gives_mu_a_panel_of_its_own(tmp_path):
   (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
   png = plots.plot_run(str(tmp_path))
   assert plt.imread(png).shape[1] == round(3 * 4.6 * 120)  # Loss, accuracy and mu: 3 panels.
+
+
+def test_a_stopped_run_in_a_default_workdir_names_it_for_the_rerun(tmp_path):
+  log = tmp_path / 'log'
+  proc = subprocess.Popen([
+      sys.executable, '-m', 'fedprox_jax.run', '--config=synthetic:1_1',
+      '--config.eval.dissimilarity=False', '--config.num_rounds=2000'
+  ],
+                          cwd=tmp_path,
+                          env=subprocess_env(),
+                          stdout=subprocess.DEVNULL,
+                          stderr=open(log, 'w'))
+  deadline = time.time() + 300
+  while 'round 20/2000' not in log.read_text():
+    assert proc.poll() is None and time.time() < deadline
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  assert proc.wait(timeout=60) == 130
+  (workdir,) = (tmp_path / 'runs').iterdir()
+  last = log.read_text().strip().splitlines()[-1]
+  assert f'rerun the same command with --workdir=runs/{workdir.name} to resume' in last, last

@@ -38,7 +38,9 @@ def test_a_partial_last_line_is_dropped_and_the_round_written_again(undisturbed,
   assert records(run) == records(longer)
 
 
-@pytest.mark.parametrize('cut, rounds', [((3, 6), '3-5'), ((0, 13), '0-12'), ((0, 1), '0')])
+@pytest.mark.parametrize('cut, rounds', [((3, 6), 'records of rounds 3-5'),
+                                         ((0, 13), 'records of rounds 0-12'),
+                                         ((0, 1), 'record of round 0')])
 def test_a_log_missing_records_before_the_checkpoint_is_refused(undisturbed, tmp_path, cut, rounds):
   run = copy_run(undisturbed, tmp_path)
   log = run / 'metrics.jsonl'
@@ -46,8 +48,8 @@ def test_a_log_missing_records_before_the_checkpoint_is_refused(undisturbed, tmp
   log.write_text(''.join(lines[:cut[0]] + lines[cut[1]:]))
   before = log.read_text()
   with pytest.raises(errors.LogError,
-                     match=f'lacks the records of rounds {rounds}, which come '
-                     'before the checkpoint of round 12.*--overwrite'):
+                     match=f'lacks the {rounds} \\(every record up to the checkpoint of '
+                     'round 12 must be there\\).*--overwrite'):
     experiment.train_and_evaluate(small_config(num_rounds=16), str(run))
   assert log.read_text() == before  # Refused before anything was written.
   experiment.train_and_evaluate(small_config(num_rounds=16), str(run), overwrite=True)

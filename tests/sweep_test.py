@@ -27,8 +27,8 @@ from tests.conftest import tiny_data
 
 def test_the_figure_grid_has_45_distinct_valid_runs():
   runs = sweeps.expand(tiny_config(), mnist_figure.get_config())
-  assert len(runs) == 45 and len({name for name, _, _ in runs}) == 45
-  by_name = {name: config for name, _, config in runs}
+  assert len(runs) == 45 and len({run.name for run in runs}) == 45
+  by_name = {run.name: run.config for run in runs}
   fedavg = by_name['fedavg-fraction0.9-seed4']
   assert fedavg.algorithm.drop_stragglers and fedavg.algorithm.mu == 0.0 and fedavg.seed == 4
   assert by_name['fedprox_mu2-fraction0.5-seed0'].algorithm.mu == 2.0

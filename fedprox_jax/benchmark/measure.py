@@ -56,7 +56,7 @@ def runs_of(kind: str, base, sweep_file: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     base, named = grid.prepare(base, module.get_config())
-    runs = [run_settings.from_config(c) for _, _, c in named]
+    runs = [run_settings.from_config(run.config) for run in named]
   else:
     runs = [run_settings.from_config(base)]
   devices.configure(base)

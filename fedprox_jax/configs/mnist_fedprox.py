@@ -11,17 +11,17 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # Root of every training-time draw: initial model, cohorts, stragglers, shuffles.
-  c.num_rounds = 100
-  c.clients_per_round = 10
+  c.num_rounds = 100  # Communication rounds.
+  c.clients_per_round = 10  # K, sampled uniformly without replacement each round.
   c.eval_every = 1  # Evaluate before round 1, every eval_every rounds, and after the last round.
   c.checkpoint_every = 10  # With a workdir: save the server state every this many rounds + last.
   c.checkpoint_keep = 3  # Checkpoints kept (the latest ones).
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = 'mnist'
+  c.data.name = 'mnist'  # The task: 'mnist' or 'synthetic' (fedprox_jax/tasks/).
   c.data.pool = 'train'  # 'train': the 60k training images; 'all': all 70k (the paper's code).
-  c.data.num_clients = 1000
-  c.data.labels_per_client = 2
+  c.data.num_clients = 1000  # A multiple of 10 (the labels go round the clients).
+  c.data.labels_per_client = 2  # Client u holds labels u, u+1, ... (mod 10).
   c.data.examples_per_label = 5  # Given to each client for each of its labels before the power law.
   c.data.lognormal_sigma = 2.0  # Spread of the power-law client sizes.
   c.data.train_fraction = 0.9  # Each client's local train/test split.
@@ -36,8 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.name = 'logistic_regression'  # or 'cnn' (the FedAvg paper's 2-layer CNN).
 
   c.client = ml_collections.ConfigDict()
-  c.client.learning_rate = 0.03
-  c.client.batch_size = 10
+  c.client.learning_rate = 0.03  # Local SGD step size.
+  c.client.batch_size = 10  # A client's last partial batch is padded and masked.
   c.client.local_epochs = 10  # E; a straggler does uniform {1, ..., E-1} epochs.
   c.client.weight_decay = 0.001  # Coupled L2 as in torch.optim.SGD (the baseline's).
 
@@ -60,7 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.server.eps = 1e-3  # tau of Reddi et al.: adaptivity of 'adam', 'yogi', 'adagrad'.
 
   c.stragglers = ml_collections.ConfigDict()
-  c.stragglers.fraction = 0.9
+  c.stragglers.fraction = 0.9  # Share of stragglers among the sampled clients.
   c.stragglers.mode = 'random'  # 'random': each client w.p. fraction (Flower's); 'fixed':
   #                               exactly round(K * fraction) per round (the paper's code).
 

@@ -16,7 +16,7 @@ from fedprox_jax.tasks import models
 
 
 class Chunk(NamedTuple):
-  runs: list  # (name, arm, config) of each run
+  runs: list  # grid.SweepRun of each run
   label: str  # Its checkpoints' directory: the runs' places in the sweep's grouped order.
   description: str
 
@@ -53,19 +53,23 @@ def runs_per_chunk(config: ml_collections.ConfigDict, requested: int) -> int:
   return most
 
 
+def _describe(runs: list) -> str:
+  """'fedavg, fedprox with server sgd': the algorithms a program runs (one structure)."""
+  names = sorted({run.config.algorithm.name for run in runs})
+  return f'{", ".join(names)} with server {runs[0].config.server.optimizer}'
+
+
 def split(runs: list, requested: int) -> list[Chunk]:
   """The runs grouped by structure (in order of first appearance), each group in chunks."""
   groups: dict[tuple, list] = {}
   for run in runs:
-    groups.setdefault(run_settings.structure(run[2]), []).append(run)
+    groups.setdefault(run_settings.structure(run.config), []).append(run)
   chunks, start = [], 0
   for group in groups.values():
-    config = group[0][2]
+    config = group[0].config
     size = runs_per_chunk(config, requested)
     for i in range(0, len(group), size):
       part = group[i:i + size]
-      chunks.append(
-          Chunk(part, f'runs{start}-{start + len(part)}',
-                f'{config.algorithm.name} with server {config.server.optimizer}'))
+      chunks.append(Chunk(part, f'runs{start}-{start + len(part)}', _describe(part)))
       start += len(part)
   return chunks

@@ -11,6 +11,8 @@ import io
 import itertools
 import logging
 import pathlib
+import re
+from typing import NamedTuple
 
 import ml_collections
 
@@ -41,6 +43,10 @@ from fedprox_jax.files import write_atomically
 VARIABLE_FIELDS = ('seed', 'algorithm.name', 'algorithm.adaptive_mu', 'algorithm.drop_stragglers',
                    'algorithm.weighting', 'stragglers.mode', 'server.optimizer')
 SWEEP_FIELDS = ('repeats', 'arms', 'grid', 'max_runs_per_chunk', 'cpu_devices')
+# The sweep fields that may be left out, and their values then.
+SWEEP_DEFAULTS = {'grid': {}, 'max_runs_per_chunk': 0, 'cpu_devices': 0}
+# Arm names become directory names: letters, digits and a few marks, nothing that leaves runs/.
+ARM_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_+=-]*')
 ARM_GRID = 'grid'  # An arm's own grid, inside its overrides.
 # results.csv: the run's settings, then its record.
 COLUMNS = {
@@ -58,6 +64,18 @@ COLUMNS = {
     'server_b2': 'server.b2',
     'server_eps': 'server.eps'
 }
+
+
+class SweepRun(NamedTuple):
+  name: str  # arm-gridvalues-seedN: its directory under runs/
+  arm: str  # As written in the sweep config.
+  series: str  # The arm and its grid values but the straggler fraction: a line of the figure.
+  config: ml_collections.ConfigDict
+
+
+def with_defaults(sweep: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The sweep config with the fields it may leave out filled in."""
+  return ml_collections.ConfigDict({**SWEEP_DEFAULTS, **sweep.to_dict()})
 
 
 def server_learning_rate(config) -> float:
@@ -84,8 +102,8 @@ def _check_sweep(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDi
     if key not in SWEEP_FIELDS:
       raise ConfigError(config_fields.unknown_field_message(key, list(SWEEP_FIELDS), 'the sweep'))
   for key in SWEEP_FIELDS:
-    if key not in sweep:
-      raise ConfigError(f'the sweep has no field {key}: every sweep sets {", ".join(SWEEP_FIELDS)}')
+    if key not in sweep and key not in SWEEP_DEFAULTS:
+      raise ConfigError(f'the sweep has no field {key}: every sweep sets repeats and arms')
   is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
   for key, lowest in (('repeats', 1), ('max_runs_per_chunk', 0), ('cpu_devices', 0)):
     if not is_int(sweep[key]) or sweep[key] < lowest:
@@ -94,19 +112,35 @@ def _check_sweep(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDi
   if not sweep.arms:
     raise ConfigError('sweep.arms is empty: name at least one arm (it may override nothing)')
   known = list(config_fields.flatten(base))
+  shared = set(config_fields.flatten(sweep.grid))
+  lowered = set()
   for arm, overrides in sweep.arms.items():
-    for field in config_fields.flatten({k: v for k, v in overrides.items() if k != ARM_GRID}):
+    if not ARM_NAME.fullmatch(arm):
+      raise ConfigError(f'sweep arm {arm!r}: an arm name names directories, so it takes letters, '
+                        'digits, _ + = - only (and starts with a letter or digit)')
+    if arm.lower() in lowered:  # Case-insensitive file systems would merge their directories.
+      raise ConfigError(f'sweep arm {arm!r}: another arm has the same name but for case')
+    lowered.add(arm.lower())
+    fixed = set(config_fields.flatten({k: v for k, v in overrides.items() if k != ARM_GRID}))
+    for field in fixed:
       if field not in known:
         raise ConfigError(
             config_fields.unknown_field_message(field, known, f'sweep arm {arm!r}: the config'))
-    _check_grid(overrides.get(ARM_GRID, {}), known, f'sweep arm {arm!r}: grid')
+    own = overrides.get(ARM_GRID, {})
+    _check_grid(own, known, f'sweep arm {arm!r}: grid')
+    for field in set(config_fields.flatten(own)):
+      if field in shared or field in fixed:
+        raise ConfigError(f'sweep arm {arm!r}: {field} is set both by its grid and by '
+                          f'{"sweep.grid" if field in shared else "the arm itself"}: set it once')
+    for field in fixed & shared:
+      raise ConfigError(f'sweep arm {arm!r}: {field} is set both by the arm and by sweep.grid: '
+                        'set it once')
   _check_grid(sweep.grid, known, 'sweep.grid')
 
 
-def expand(base: ml_collections.ConfigDict,
-           sweep: ml_collections.ConfigDict) -> list[tuple[str, str, ml_collections.ConfigDict]]:
-  """(name, arm, config) of every run: each arm x its grid x the sweep's grid x repeats, each
-  config validated."""
+def expand(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict) -> list[SweepRun]:
+  """Every run: each arm x its grid x the sweep's grid x repeats, each config validated."""
+  sweep = with_defaults(sweep)
   _check_sweep(base, sweep)
   variable = _variable()
   runs, names = [], set()
@@ -125,29 +159,31 @@ def expand(base: ml_collections.ConfigDict,
                               f'{", ".join(sorted(variable))}); run one sweep per value instead')
         config = ml_collections.ConfigDict(base.to_dict())
         config.update_from_flattened_dict(changes)
-        grid_name = '-'.join(f'{k.split(".")[-1]}{v}' for k, v in zip(grid, values))
-        name = '-'.join(filter(None, [arm, grid_name, f'seed{config.seed}']))
+        named = [f'{k.split(".")[-1]}{v}' for k, v in zip(grid, values)]
+        name = '-'.join([arm, *named, f'seed{config.seed}'])
+        series = '-'.join([arm, *(n for n, k in zip(named, grid) if k != 'stragglers.fraction')])
         try:
           validation.validate(config)
         except ConfigError as e:
           raise ConfigError(f'sweep run {name}: {e}') from None
-        if name in names:
+        if name.lower() in names:
           raise ConfigError(f'the sweep names two runs {name}: give every arm and grid value '
                             'once')
-        names.add(name)
-        runs.append((name, arm, config))
+        names.add(name.lower())
+        runs.append(SweepRun(name, arm, series, config))
   return runs
 
 
 def prepare(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict):
-  """The sweep's base config (with its CPU device count) and its (name, arm, config) runs."""
+  """The sweep's base config (with its CPU device count) and its runs."""
   validation.validate(base)
+  sweep = with_defaults(sweep)
   _check_sweep(base, sweep)
   base = ml_collections.ConfigDict(base.to_dict())
   base.compute.cpu_devices = sweep.cpu_devices
   runs = expand(base, sweep)
-  for name, _, config in runs:
-    validation.warn_unused(config, f'sweep run {name}')
+  for run in runs:
+    validation.warn_unused(run.config, f'sweep run {run.name}')
   return base, runs
 
 
@@ -179,6 +215,7 @@ def run_sweep(base: ml_collections.ConfigDict,
   runs are kept as they are, an interrupted one continues from its newest verified checkpoint.
   """
   quiet.install()
+  sweep = with_defaults(sweep)
   base, runs = prepare(base, sweep)
   if not workdir:
     return _run_chunks(base, sweep, runs, None)
@@ -204,14 +241,16 @@ def _run_chunks(base, sweep, runs, root: pathlib.Path | None) -> dict[str, list[
   evaluate_at = rounds.evaluation_rounds(base.num_rounds, base.eval_every)
   checkpoints = [
       Checkpoints(root / 'checkpoints' / chunk.label, base.checkpoint_every, base.checkpoint_keep,
-                  fingerprint([c for _, _, c in chunk.runs])) if root else None for chunk in chunks
+                  fingerprint([run.config
+                               for run in chunk.runs])) if root else None
+      for chunk in chunks
   ]
   data, records, rows = None, {}, []
   for i, chunk in enumerate(chunks):
     logging.info('Chunk %d/%d: %d runs of %s', i + 1, len(chunks), len(chunk.runs),
                  chunk.description)
     writers = [
-        RunWriter(str(root / 'runs' / name) if root else None, c) for name, _, c in chunk.runs
+        RunWriter(str(root / 'runs' / run.name) if root else None, run.config) for run in chunk.runs
     ]
     restored = checkpoints[i].restore() if root else None
     single_run.check_rounds_done(restored, base.num_rounds, str(root))
@@ -222,12 +261,12 @@ def _run_chunks(base, sweep, runs, root: pathlib.Path | None) -> dict[str, list[
     else:
       if data is None:
         data = tasks.load(base.data)
-      sim = Simulation(chunk.runs[0][2], data,
-                       [run_settings.from_config(c) for _, _, c in chunk.runs])
+      sim = Simulation(chunk.runs[0].config, data,
+                       [run_settings.from_config(run.config) for run in chunk.runs])
       try:
         later = sum(len(c.runs) for c in chunks[i + 1:]) * base.num_rounds
-        progress = rounds.run_rounds(sim, writers, [name for name, _, _ in chunk.runs],
-                                     checkpoints[i], restored, data.statistics(), later)
+        progress = rounds.run_rounds(sim, writers, [run.name for run in chunk.runs], checkpoints[i],
+                                     restored, data.statistics(), later)
       except BaseException:
         for writer in writers:
           writer.abort()
@@ -237,11 +276,17 @@ def _run_chunks(base, sweep, runs, root: pathlib.Path | None) -> dict[str, list[
           checkpoints[i].close()
       for writer in writers:
         writer.close(rounds.summarize(writer.records, progress))
-    for (name, arm, c), writer in zip(chunk.runs, writers):
-      records[name] = writer.records
-      settings = {column: config_fields.get(c, field) for column, field in COLUMNS.items()}
-      settings['server_learning_rate'] = server_learning_rate(c)
-      rows += [{'run': name, 'arm': arm, **settings, **r} for r in writer.records]
+    for run, writer in zip(chunk.runs, writers):
+      records[run.name] = writer.records
+      settings = {column: config_fields.get(run.config, f) for column, f in COLUMNS.items()}
+      settings['server_learning_rate'] = server_learning_rate(run.config)
+      rows += [{
+          'run': run.name,
+          'arm': run.arm,
+          'series': run.series,
+          **settings,
+          **r
+      } for r in writer.records]
     if root:
       _write(root / 'results.csv', table_text(rows))
   if root:

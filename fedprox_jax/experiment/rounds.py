@@ -6,6 +6,7 @@ import time
 import jax
 import numpy as np
 
+from fedprox_jax import signals
 from fedprox_jax.algorithms import adaptive_mu
 from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.errors import ConfigError
@@ -144,34 +145,42 @@ def run_rounds(sim: Simulation,
   done = first - 1
   try:
     for r in range(first, c.num_rounds + 1):
+      signals.check()  # A stop asked for while a library swallowed the interrupt.
       tick = time.perf_counter()
       stats = {}
       if r > 0:
         server, stats = sim.run_round(server, r, hp)
         stats = {k: np.asarray(v) for k, v in stats.items()}  # Waits for the round to finish.
-        bad = np.flatnonzero(~stats['finite'])
-        if bad.size:
-          raise NonFiniteError(f'round {r}: the global model of run {labels[bad[0]]} became '
-                               'non-finite (NaN/inf); lower client.learning_rate')
+        _check_finite(~stats['finite'], r, labels, 'global model')
         for k in ('executed_steps', 'real_steps'):
           progress[k] += int(stats[k])
         round_times.append(time.perf_counter() - tick)
-      if r in evaluate_at:
-        metrics = _evaluate_and_write(sim, server.params, r, stats, mu_state.mu, round_times,
-                                      writers, start, eta)
-        if adaptive.any():  # Validation guarantees an evaluation every round.
-          mu_state = adaptive_mu.update(mu_state, metrics['train/loss'], adaptive)
-          hp = sim.with_mu(mu_state.mu)
-      progress['wall_s'] = wall_before + time.perf_counter() - start
-      if checkpoints and r > 0 and checkpoints.due(r, last=r == c.num_rounds):
-        for writer in writers:
-          writer.sync()  # The records the checkpoint follows are on disk first.
-        checkpoints.save(r, full_state(sim, server, mu_state), progress)
-      done = r
+      with signals.deferred():  # The round's record and checkpoint are written whole.
+        if r in evaluate_at:
+          metrics = _evaluate_and_write(sim, server.params, r, stats, mu_state.mu, round_times,
+                                        writers, labels, start, eta)
+          if adaptive.any():  # Validation guarantees an evaluation every round.
+            mu_state = adaptive_mu.update(mu_state, metrics['train/loss'], adaptive)
+            hp = sim.with_mu(mu_state.mu)
+        progress['wall_s'] = wall_before + time.perf_counter() - start
+        if checkpoints and r > 0 and checkpoints.due(r, last=r == c.num_rounds):
+          for writer in writers:
+            writer.sync()  # The records the checkpoint follows are on disk first.
+          checkpoints.save(r, full_state(sim, server, mu_state), progress)
+        done = r
       eta.lap()
   except KeyboardInterrupt:
     raise Interrupted(_interrupted_message(done, checkpoints)) from None
   return progress
+
+
+def _check_finite(bad: np.ndarray, r: int, labels: Sequence[str], what: str) -> None:
+  """NonFiniteError for the first run whose `what` is NaN or inf (`bad` [R])."""
+  runs = np.flatnonzero(bad)
+  if runs.size:
+    raise NonFiniteError(
+        f'round {r}: the {what} of run {labels[runs[0]]} became non-finite (NaN/inf): lower '
+        'client.learning_rate or server.learning_rate (or algorithm.mu, client.weight_decay)')
 
 
 def _interrupted_message(done: int, checkpoints: Checkpoints | None) -> str:
@@ -183,10 +192,12 @@ def _interrupted_message(done: int, checkpoints: Checkpoints | None) -> str:
 
 
 def _evaluate_and_write(sim: Simulation, params, r: int, stats: dict, mu: np.ndarray,
-                        round_times: list[float], writers: Sequence[RunWriter], start: float,
-                        eta: Eta) -> dict[str, np.ndarray]:
+                        round_times: list[float], writers: Sequence[RunWriter],
+                        labels: Sequence[str], start: float, eta: Eta) -> dict[str, np.ndarray]:
   """Evaluates every run's model, writes its record and logs a progress line with an ETA."""
   metrics = sim.evaluate(params)
+  for name, values in metrics.items():  # A finite model can still have infinite logits.
+    _check_finite(~np.isfinite(values), r, labels, name)
   elapsed = time.perf_counter() - start
   for i, writer in enumerate(writers):
     record = {'round': r, **{k: float(v[i]) for k, v in metrics.items()}, 'mu': float(mu[i])}

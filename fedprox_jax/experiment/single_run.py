@@ -97,11 +97,14 @@ def _train(config: ml_collections.ConfigDict, writer: RunWriter, checkpoints: Ch
       ', '.join(f'{k} {v:.1f}' if isinstance(v, float) else f'{k} {v}' for k, v in stats.items()))
   sim = Simulation(config, data, [run_settings.from_config(config)])
   del data  # The device holds what the rounds need.
+  before = restored.progress['wall_s'] if restored and restored.progress else 0.0
   progress = rounds.run_rounds(sim, [writer], [config.algorithm.name], checkpoints, restored, stats)
   summary = rounds.summarize(writer.records, progress)
   writer.close(summary)
+  here = progress['wall_s'] - before
+  sessions = f' ({progress["wall_s"]:.1f} s with the earlier sessions)' if before else ''
   logging.info(
-      'Rounds done in %.1f s: %s', progress['wall_s'],
+      'Rounds done in %.1f s%s: %s', here, sessions,
       ', '.join(f'{k} {v:.4f}' for k, v in summary.items()
                 if k.startswith(('final/test', 'final/local_test', 'last10/'))))
   return writer.records

@@ -91,9 +91,18 @@ def unused_fields(c: ml_collections.ConfigDict) -> list[str]:
 
 
 def warn_unused(c: ml_collections.ConfigDict, label: str = 'the run') -> None:
+  """Warns about fields the run ignores, and settings that make it something else than it says."""
   for field in unused_fields(c):
     logging.warning('config.%s = %r is not read by %s (algorithm %s, server optimizer %s)', field,
                     config_fields.get(c, field), label, c.algorithm.name, c.server.optimizer)
+  if c.algorithm.name == 'fedavg' and c.algorithm.mu > 0:
+    logging.warning(
+        "%s is fedavg with algorithm.mu = %s: it trains FedProx's objective (FedAvg "
+        'has mu = 0)', label, c.algorithm.mu)
+  if c.algorithm.drop_stragglers and c.stragglers.fraction == 1:
+    logging.warning(
+        '%s drops stragglers and every sampled client is one (stragglers.fraction = '
+        '1): its model never changes', label)
 
 
 def check_client_state_fits(c: ml_collections.ConfigDict, num_runs: int) -> None:

@@ -79,8 +79,10 @@ def read_log(path: pathlib.Path, resumed_round: int, evaluated) -> tuple[list[di
     records.append(record)
   missing = sorted(evaluated.up_to(resumed_round) - {r['round'] for r in records})
   if missing:
-    raise LogError(f'{path} lacks the records of rounds {_ranges(missing)}, which come before the '
-                   f'checkpoint of round {resumed_round}: {fix}')
+    which = (f'records of rounds {_ranges(missing)}'
+             if len(missing) > 1 else f'record of round {missing[0]}')
+    raise LogError(f'{path} lacks the {which} (every record up to the checkpoint of round '
+                   f'{resumed_round} must be there): {fix}')
   return records, changed
 
 
