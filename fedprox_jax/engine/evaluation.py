@@ -8,7 +8,7 @@ from fedprox_jax.tasks.models import ApplyFn
 # Examples per evaluation chunk when config.eval.chunk_size is 0. Each chunk's float32 features
 # (made from raw pixels as it is read) stay in cache: 2048 rows evaluated fastest on a 2-core
 # CPU; larger chunks were up to 3x slower. The CNN's activations need small chunks.
-AUTO_CHUNK = {'logistic_regression': 2048, 'cnn': 512}
+AUTO_CHUNK = {'logistic_regression': 2048, 'cnn': 512, 'lstm': 512}
 
 
 def chunk_size(config) -> int:
@@ -68,10 +68,12 @@ def make_dissimilarity(apply_fn: ApplyFn, num_clients: int, chunk_size: int):
 
 
 def make_evaluate(apply_fn: ApplyFn, chunk_size: int, dissimilarity_clients: int = 0):
-  """evaluate(params [R], {name: (x [n, d], y [n])}, client_of_train_row) ->
+  """evaluate(params [R], {name: (x [n, d], y [n])}, client_of_train_row, selections) ->
   {name/loss, name/accuracy: [R]}, and train/dissimilarity with `dissimilarity_clients` > 0.
 
-  One compiled program for all datasets: each dataset shape would otherwise compile its own.
+  `selections` maps a dataset's name to (rows [M], weights [M]): only those rows count (a sample
+  of clients, padded with weight 0); the others are evaluated whole. One compiled program for all
+  datasets: each dataset shape would otherwise compile its own.
   """
   dissimilarity = (make_dissimilarity(apply_fn, dissimilarity_clients, min(chunk_size, 1024))
                    if dissimilarity_clients else None)
@@ -85,25 +87,31 @@ def make_evaluate(apply_fn: ApplyFn, chunk_size: int, dissimilarity_clients: int
     correct = (jnp.argmax(logits, -1) == y[:, None]).astype(jnp.float32)
     return fresh @ ce, fresh @ correct
 
-  def evaluate_one(params, x, y):
-    n = x.shape[0]
+  def evaluate_one(params, x, y, selection=None):
+    n = x.shape[0] if selection is None else selection[0].shape[0]
     chunk = min(chunk_size, n)
 
     def add_chunk(i, totals):
       start, fresh = _window(i, n, chunk)  # Slicing a reshaped copy tripled the time.
       take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, chunk)
-      return jax.tree.map(jnp.add, totals, sums(params, take(x), take(y), fresh))
+      if selection is None:
+        return jax.tree.map(jnp.add, totals, sums(params, take(x), take(y), fresh))
+      rows = take(selection[0])
+      return jax.tree.map(jnp.add, totals, sums(params, x[rows], y[rows],
+                                                fresh * take(selection[1])))
 
     num_runs = jax.tree.leaves(params)[0].shape[0]
     zeros = jnp.zeros(num_runs, jnp.float32)
     loss, correct = jax.lax.fori_loop(0, -(-n // chunk), add_chunk, (zeros, zeros))
-    return loss / n, correct / n
+    total = n if selection is None else jnp.maximum(selection[1].sum(), 1.0)
+    return loss / total, correct / total
 
   @jax.jit
-  def evaluate(params, datasets, train_client):
+  def evaluate(params, datasets, train_client, selections):
     out = {}
     for name, (x, y) in datasets.items():
-      out[f'{name}/loss'], out[f'{name}/accuracy'] = evaluate_one(params, x, y)
+      out[f'{name}/loss'], out[f'{name}/accuracy'] = evaluate_one(params, x, y,
+                                                                  selections.get(name))
     if dissimilarity:
       out['train/dissimilarity'] = dissimilarity(params, *datasets['train'], train_client)
     return out

@@ -19,8 +19,10 @@ from fedprox_jax.engine import placement
 from fedprox_jax.engine import round_program
 from fedprox_jax.engine import server as server_lib
 from fedprox_jax.engine.client_states import ClientStates
+from fedprox_jax.engine.eval_sample import ClientSample
 from fedprox_jax.engine.run_settings import RunSettings
 from fedprox_jax.engine.run_settings import stacked_hp
+from fedprox_jax.errors import ConfigError
 from fedprox_jax.tasks import models
 from fedprox_jax.tasks.federated_data import FederatedData
 
@@ -49,12 +51,20 @@ class Simulation:
     self.num_lanes = self.layout.num_lanes
     keys = [jax.random.split(jax.random.PRNGKey(r.seed)) for r in runs]
     module_params = [
-        models.create_model(c.model.name, data.num_classes, data.input_dim, k[0]) for k in keys
+        models.create_model(c.model.name, data.num_classes, data.input_dim, k[0],
+                            **models.options(c.model)) for k in keys
     ]
     # Features stay raw on the device (uint8 pixels: a quarter of their float32 size, and a
-    # quarter of the bytes that evaluation reads); the model normalises the rows it reads.
-    self.apply_fn = models.on_raw_features(module_params[0][0], data.feature_mean,
-                                           data.feature_scale)
+    # quarter of the bytes that evaluation reads); the model normalises the rows it reads. A
+    # sequence task's examples are windows of its text, gathered batch by batch.
+    if data.text is not None:
+      self.apply_fn = models.on_windows(module_params[0][0], data.text, data.window)
+    else:
+      self.apply_fn = models.on_raw_features(module_params[0][0], data.feature_mean,
+                                             data.feature_scale)
+    if c.clients_per_round > data.num_clients:
+      raise ConfigError(f'config.clients_per_round = {c.clients_per_round} exceeds the '
+                        f'{data.num_clients} clients of config.data')
     # Everything a round reads sits on every device with one sharding, so round r's outputs
     # feed round r + 1 without a transfer.
     replicated = self.layout.replicated
@@ -120,11 +130,13 @@ class Simulation:
                                           states_shape, client_shapes).compile()
     eval_shapes = placement.shape_of(placement.eval_sets(data), layout.eval_device)
     chunk = evaluation.chunk_size(c)
+    self._eval_sample = (ClientSample(data, c.eval.clients, c.data.seed)
+                         if 0 < c.eval.clients < data.num_clients else None)
     self._evaluate = evaluation.make_evaluate(
         self.apply_fn, chunk, data.num_clients if c.eval.dissimilarity else 0).lower(
             jax.device_put(self.initial_params, layout.eval_device), eval_shapes,
-            jax.ShapeDtypeStruct((len(data.train_y),), jnp.int32,
-                                 sharding=layout.eval_device)).compile()
+            jax.ShapeDtypeStruct((len(data.train_y),), jnp.int32, sharding=layout.eval_device),
+            self._eval_sample.shapes(layout.eval_device) if self._eval_sample else {}).compile()
 
   def with_mu(self, mu: np.ndarray) -> dict:
     """The runs' hyperparameters with mu [R] replaced (it is data: no recompile)."""
@@ -149,8 +161,11 @@ class Simulation:
     """A server state of host arrays (a restored checkpoint) on the rounds' devices."""
     return jax.device_put(host_state, self.layout.replicated)
 
-  def evaluate(self, params) -> dict[str, np.ndarray]:
-    """Loss and accuracy of every run's global model on each dataset, as [R] arrays."""
+  def evaluate(self, params, round_index: int = 0) -> dict[str, np.ndarray]:
+    """Loss and accuracy of every run's global model on each dataset (on the clients drawn for
+    `round_index` with eval.clients), as [R] arrays."""
+    selections = (jax.device_put(self._eval_sample.draw(round_index), self.layout.eval_device)
+                  if self._eval_sample else {})
     out = self._evaluate(jax.device_put(params, self.layout.eval_device), self.eval_sets,
-                         self._train_client)
+                         self._train_client, selections)
     return {k: np.asarray(v) for k, v in out.items()}

@@ -24,8 +24,8 @@ class Chunk(NamedTuple):
 def _num_params(config: ml_collections.ConfigDict):
   num_classes, input_dim = tasks.model_dims(config.data)
   shapes = jax.eval_shape(
-      lambda key: models.create_model(config.model.name, num_classes, input_dim, key)[1],
-      jax.random.PRNGKey(0))
+      lambda key: models.create_model(config.model.name, num_classes, input_dim, key,
+                                      **models.options(config.model))[1], jax.random.PRNGKey(0))
   return shapes, sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes))
 
 
@@ -35,7 +35,8 @@ def runs_per_chunk(config: ml_collections.ConfigDict, requested: int) -> int:
   activations), and no more clients' states than memory holds."""
   shapes, num_params = _num_params(config)
   algorithm = algorithms.get(config.algorithm.name)
-  state_bytes = client_states.bytes_needed(algorithm, shapes, 1, config.data.num_clients)
+  # (A task that knows its clients only once loaded: counted then, by ClientStates.)
+  state_bytes = client_states.bytes_needed(algorithm, shapes, 1, config.data.get('num_clients', 0))
   if requested:
     return requested
   device = jax.devices()[0]

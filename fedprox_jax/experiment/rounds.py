@@ -195,7 +195,7 @@ def _evaluate_and_write(sim: Simulation, params, r: int, stats: dict, mu: np.nda
                         round_times: list[float], writers: Sequence[RunWriter],
                         labels: Sequence[str], start: float, eta: Eta) -> dict[str, np.ndarray]:
   """Evaluates every run's model, writes its record and logs a progress line with an ETA."""
-  metrics = sim.evaluate(params)
+  metrics = sim.evaluate(params, r)
   for name, values in metrics.items():  # A finite model can still have infinite logits.
     _check_finite(~np.isfinite(values), r, labels, name)
   elapsed = time.perf_counter() - start

@@ -40,8 +40,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   config_fields.one_of(c, 'model.name', tuple(models.MODELS))
   tasks.TASKS[c.data.name].validate(c)
   require(c.clients_per_round >= 1, 'clients_per_round', f'= {c.clients_per_round} must be >= 1')
-  require(c.clients_per_round <= c.data.num_clients, 'clients_per_round',
-          f'= {c.clients_per_round} exceeds data.num_clients = {c.data.num_clients}')
+  if 'num_clients' in c.data:  # Other tasks know their clients once loaded (Simulation checks).
+    require(c.clients_per_round <= c.data.num_clients, 'clients_per_round',
+            f'= {c.clients_per_round} exceeds data.num_clients = {c.data.num_clients}')
   require(c.client.learning_rate > 0, 'client.learning_rate',
           f'= {c.client.learning_rate} must be > 0')
   require(c.client.batch_size >= 1, 'client.batch_size', f'= {c.client.batch_size} must be >= 1')
@@ -53,6 +54,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   require(0 <= c.stragglers.fraction <= 1, 'stragglers.fraction',
           f'= {c.stragglers.fraction} must be in [0, 1]')
   config_fields.one_of(c, 'stragglers.mode', ('random', 'fixed'))
+  require(c.eval.clients >= 0, 'eval.clients', f'= {c.eval.clients} must be >= 0 (0: every client)')
   require(c.eval.chunk_size >= 0, 'eval.chunk_size',
           f'= {c.eval.chunk_size} must be >= 0 (0 chooses)')
   require(c.compute.cpu_devices >= 0, 'compute.cpu_devices',
@@ -108,12 +110,13 @@ def warn_unused(c: ml_collections.ConfigDict, label: str = 'the run') -> None:
 def check_client_state_fits(c: ml_collections.ConfigDict, num_runs: int) -> None:
   """Refuses an algorithm whose per-client state would not fit in memory, before any compute."""
   algorithm = algorithms.get(c.algorithm.name)
-  if algorithm.init_client_state is None:
-    return
+  if algorithm.init_client_state is None or 'num_clients' not in c.data:
+    return  # (A task that knows its clients once loaded is checked then, by ClientStates.)
   num_classes, input_dim = tasks.model_dims(c.data)
   # Shapes only: nothing runs, so JAX's devices can still be configured after this.
   params = jax.eval_shape(
-      lambda key: models.create_model(c.model.name, num_classes, input_dim, key)[1],
+      lambda key: models.create_model(c.model.name, num_classes, input_dim, key,
+                                      **models.options(c.model))[1],
       jax.ShapeDtypeStruct((2,), jnp.uint32))
   needed = client_states.bytes_needed(algorithm, params, num_runs, c.data.num_clients)
   client_states.check_fits(algorithm, needed, num_runs)

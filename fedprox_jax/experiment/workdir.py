@@ -28,7 +28,8 @@ ADDED_FIELDS = {
     'server.momentum': 0.9,
     'server.b1': 0.9,
     'server.b2': 0.99,
-    'server.eps': 1e-3
+    'server.eps': 1e-3,
+    'eval.clients': 0,
 }
 
 

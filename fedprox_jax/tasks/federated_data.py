@@ -23,6 +23,10 @@ class FederatedData:
   num_classes: int
   feature_mean: np.ndarray | float = 0.0  # Scalar or [d].
   feature_scale: np.ndarray | float = 1.0
+  # Sequence tasks: the examples are windows of `window` ids of `text` (every client's text, once),
+  # x holds each window's start [n, 1] and y its next id; the model gathers a batch's windows.
+  text: np.ndarray | None = None
+  window: int = 0
 
   @property
   def num_clients(self) -> int:
@@ -30,7 +34,8 @@ class FederatedData:
 
   @property
   def input_dim(self) -> int:
-    return self.train_x.shape[1]
+    """Features of an example as the model sees them (a window's length for sequences)."""
+    return self.window or self.train_x.shape[1]
 
   @property
   def train_offsets(self) -> np.ndarray:

@@ -3,19 +3,13 @@
 The partition is cached as a `.npz` keyed by a hash of the fields that shape it, so a second run
 neither prepares TFDS again nor imports TensorFlow. A cache that cannot be read is rebuilt.
 """
-import hashlib
-import io
-import json
-import logging
-import pathlib
 
 import ml_collections
 import numpy as np
 
 from fedprox_jax import config_fields
 from fedprox_jax.config_fields import require
-from fedprox_jax.errors import DataError
-from fedprox_jax.files import write_atomically
+from fedprox_jax.tasks import cache
 from fedprox_jax.tasks import mnist_files
 from fedprox_jax.tasks import partition
 from fedprox_jax.tasks.federated_data import FederatedData
@@ -63,20 +57,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 
 def cache_key(data_config: ml_collections.ConfigDict) -> str:
-  fields = {k: data_config[k] for k in _PARTITION_FIELDS}
-  fields['version'] = _CACHE_VERSION
-  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _digest(arrays: dict[str, np.ndarray]) -> str:
-  """SHA-256 of the partition's arrays, names, dtypes and shapes: a cache that was edited, not
-  just damaged, is caught too."""
-  h = hashlib.sha256()
-  for name in sorted(arrays):
-    a = np.ascontiguousarray(arrays[name])
-    h.update(f'{name}|{a.dtype.str}|{a.shape}'.encode())
-    h.update(a.tobytes())
-  return h.hexdigest()
+  return cache.key(data_config, _PARTITION_FIELDS, _CACHE_VERSION)
 
 
 def _build_partition(c: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
@@ -107,37 +88,11 @@ def _build_partition(c: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
 
 
 def _load_or_build(c: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-  cache_dir = pathlib.Path(c.cache_dir or '~/.cache/fedprox_jax').expanduser()
-  path = cache_dir / f'{c.name}-{cache_key(c)}.npz'
-  if path.exists():
-    try:
-      with np.load(path) as f:  # The zip's CRC-32s catch altered bytes as they are read.
-        arrays = dict(f)
-      if str(arrays.pop('sha256', '')) != _digest(arrays):
-        raise ValueError('its arrays do not match their digest')
-      check_partition(arrays, 10)
-      logging.info('Federated data from cache %s', path)
-      return arrays
-    except Exception as e:  # pylint: disable=broad-except  # zipfile, NumPy, the checks...
-      logging.warning('The partition cache %s is unreadable (%s: %s); building it again', path,
-                      type(e).__name__, e)
-  else:
-    logging.info('Building the federated partition (cache miss: %s)', path)
-  arrays = _build_partition(c)
-  try:
-    check_partition(arrays, 10)
-  except ValueError as e:
-    raise DataError(f'the MNIST partition of config.data is unusable ({e}): lower '
-                    'data.num_clients or data.examples_per_label') from None
-  try:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays, sha256=np.array(_digest(arrays)))
-    write_atomically(path, buffer.getvalue())  # A killed run never leaves half a cache.
-  except OSError as e:  # The run can go on without its cache.
-    logging.warning('Could not cache the partition in %s (%s); the next run builds it again', path,
-                    e.strerror)
-  return arrays
+  return cache.load_or_build(c,
+                             cache_key(c),
+                             lambda: _build_partition(c),
+                             lambda arrays: check_partition(arrays, 10),
+                             fix='lower data.num_clients or data.examples_per_label')
 
 
 def _pixel_moments(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
-"""The paper's two MNIST models. Both take flat float32 features [batch, 784]."""
+"""The paper's models: for MNIST (flat float32 features [batch, 784]) and Shakespeare (windows of
+character ids [batch, 80])."""
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -7,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedprox_jax.tasks import conv
+from fedprox_jax.tasks.lstm import LSTM
 
 
 class LogisticRegression(nn.Module):
@@ -34,17 +36,36 @@ class CNN(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
-MODELS = {'logistic_regression': LogisticRegression, 'cnn': CNN}
+MODELS = {'logistic_regression': LogisticRegression, 'cnn': CNN, 'lstm': LSTM}
 
 ApplyFn = Callable[[dict, jax.Array], jax.Array]
 
 
-def create_model(name: str, num_classes: int, input_dim: int,
-                 key: jax.Array) -> tuple[ApplyFn, dict]:
-  """The model's apply function and initial parameters drawn with `key`."""
-  module = MODELS[name](num_classes=num_classes)
-  params = module.init(key, jnp.zeros((1, input_dim), jnp.float32))['params']
+def create_model(name: str, num_classes: int, input_dim: int, key: jax.Array,
+                 **options) -> tuple[ApplyFn, dict]:
+  """The model's apply function and initial parameters drawn with `key`; `options` (config.model's
+  other fields) set the fields the model has (the LSTM's sizes)."""
+  cls = MODELS[name]
+  module = cls(num_classes=num_classes,
+               **{
+                   k: v for k, v in options.items() if k in cls.__dataclass_fields__
+               })
+  dummy = jnp.zeros((1, input_dim), getattr(cls, 'input_dtype', jnp.float32))
+  params = module.init(key, dummy)['params']
   return (lambda p, x: module.apply({'params': p}, x)), params
+
+
+def options(model_config) -> dict:
+  """config.model's fields but its name: the model's sizes."""
+  return {k: v for k, v in model_config.items() if k != 'name'}
+
+
+def on_windows(apply_fn: ApplyFn, text: np.ndarray, window: int) -> ApplyFn:
+  """apply_fn on examples that are windows of `text` given by their starts [batch, 1]: each batch
+  gathers its windows (the text is held once; windows would be `window` times as large)."""
+  text = jnp.asarray(text)
+  offsets = jnp.arange(window)
+  return lambda p, x: apply_fn(p, text[x[:, 0, None] + offsets])
 
 
 def on_raw_features(apply_fn: ApplyFn, mean: np.ndarray | float,
