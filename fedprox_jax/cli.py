@@ -175,37 +175,83 @@ def run(main,
         workdir: str | None = None,
         results: str = '',
         plot: str = '',
-        chosen: bool = False) -> None:
+        chosen: bool = False,
+        config=None) -> None:
   """Calls main(); a known failure or an interruption ends the process with one line. The first
   and last lines say where the results go (`results`: the workdir's main files; `plot`: the
   arguments of the command that plots them), or that nothing is saved. A workdir `chosen` here
-  (not given) must be named to the command that resumes the run."""
+  (not given) must be named to the command that resumes the run. With config.compute.distributed
+  the process first joins the others; all but the first then log warnings and errors only."""
   sys.unraisablehook = _quiet_closed_event_loops(sys.unraisablehook)
   signals.install()
   again = f'rerun the same command with --workdir={workdir}' if chosen else 'rerun the same command'
   reword = lambda message: str(message).replace('rerun the same command', again)
-  if workdir:
-    logging.info('Results go to %s (--workdir=DIR chooses the place)', workdir)
-  else:
-    logging.warning('Nothing is saved (--workdir=): give --workdir=DIR, or leave it out for a '
-                    'folder under ./runs/, to keep the results')
+  lines = True  # Whether this process speaks for the run (all but the first of several do not).
   try:
+    lines = _join(config)
+    if lines and workdir:
+      logging.info('Results go to %s (--workdir=DIR chooses the place)', workdir)
+    elif lines:
+      logging.warning('Nothing is saved (--workdir=): give --workdir=DIR, or leave it out for a '
+                      'folder under ./runs/, to keep the results')
     main()
-    if workdir:
+    if lines and workdir:
       logging.info(
           'Results in %s: %s. Plot them: python -m fedprox_jax.plot %s. The whole '
           'process took %.1f s (data, compilation and rounds).', workdir, results,
           plot.format(workdir=workdir), _process_seconds())
-    else:
+    elif lines:
       logging.info('Nothing was saved (--workdir=). The whole process took %.1f s.',
                    _process_seconds())
   except errors.USER_ERRORS as e:  # Their message says what is wrong and what to do.
     logging.debug('%s', e, exc_info=True)
     sys.exit(f'error: {reword(e)}')
   except errors.Interrupted as e:
-    print(reword(e), file=sys.stderr)
+    if lines:
+      print(reword(e), file=sys.stderr)
     sys.exit(128 + signals.stopped_by())
   except KeyboardInterrupt:
-    print(reword('interrupted; rerun the same command: a run resumes from its last checkpoint'),
-          file=sys.stderr)
+    if lines:
+      print(reword('interrupted; rerun the same command: a run resumes from its last checkpoint'),
+            file=sys.stderr)
     sys.exit(128 + signals.stopped_by())
+  except Exception as e:  # pylint: disable=broad-except
+    if not (config and config.compute.distributed and _lost_a_process(e)):
+      raise
+    print(reword(f'error: another process of the run stopped ({_first_line(e)}): rerun the same '
+                 'command to resume from the last checkpoint'),
+          file=sys.stderr)
+    sys.stderr.flush()
+    # JAX's exit would wait on the lost process at its shutdown barrier, then abort.
+    os._exit(1)  # pylint: disable=protected-access
+
+
+def _first_line(e: BaseException) -> str:
+  return f'{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}' if str(e) else type(
+      e).__name__
+
+
+def _lost_a_process(e: BaseException) -> bool:
+  """An error of JAX's cross-process machinery: a peer that died or stopped answering."""
+  import jax  # pylint: disable=g-import-not-at-top
+  signs = ('gloo', 'heartbeat', 'coordination', 'unavailable', 'connection reset', 'peer')
+  return (isinstance(e, (jax.errors.JaxRuntimeError, ValueError)) and jax.process_count() > 1 and
+          any(sign in str(e).lower() for sign in signs))
+
+
+def _join(config) -> bool:
+  """Joins a multi-process run if the config asks; whether this process speaks for the run."""
+  if config is None or not config.compute.distributed:
+    return True
+  from fedprox_jax.engine import processes  # pylint: disable=g-import-not-at-top
+  try:
+    processes.join(config)
+  except (RuntimeError, ValueError) as e:  # jax.distributed's own: no coordinator, a timeout...
+    raise errors.ConfigError(
+        f'could not join the run\'s processes ({str(e).splitlines()[0][:300]}): check '
+        'compute.coordinator_address, compute.num_processes and compute.process_id (or the '
+        'cluster\'s environment), and that every process was started') from None
+  if processes.is_leader():
+    return True
+  logging.set_verbosity(logging.WARNING)
+  return False

@@ -33,7 +33,8 @@ def main(argv):
           workdir,
           results='metrics.jsonl, summary.json, checkpoints/',
           plot='--run {workdir}',
-          chosen=_WORKDIR.value is None)
+          chosen=_WORKDIR.value is None,
+          config=config)
 
 
 if __name__ == '__main__':

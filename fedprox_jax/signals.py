@@ -7,6 +7,7 @@ import threading
 
 _requested: list[int] = []
 _deferring = [False]
+_holding = [False]  # A multi-process run: stops are acted on between rounds only, all together.
 
 
 def _handler(signum, frame) -> None:
@@ -20,6 +21,15 @@ def install() -> None:
   """Routes SIGINT and SIGTERM here (the command lines do; a notebook keeps Python's own)."""
   for signum in (signal.SIGINT, signal.SIGTERM):
     signal.signal(signum, _handler)
+
+
+def hold() -> None:
+  """From now on a stop is only recorded (asked() says so); the caller acts on it."""
+  _holding[0] = _deferring[0] = True
+
+
+def asked() -> bool:
+  return bool(_requested)
 
 
 def stopped_by() -> int:
@@ -37,7 +47,7 @@ def check() -> None:
 def deferred():
   """Holds a stop asked for inside the block until its end (only in the main thread, where
   handlers run)."""
-  if threading.current_thread() is not threading.main_thread() or _deferring[0]:
+  if (threading.current_thread() is not threading.main_thread() or _deferring[0] or _holding[0]):
     yield
     return
   _deferring[0] = True

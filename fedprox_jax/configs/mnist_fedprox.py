@@ -74,6 +74,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.compute.cpu_devices = 2  # CPU-only machines: devices to split the CPU into; 0 = one per core.
   #                            Two lanes halve a round of 10 clients; more would mostly wait on
   #                            the round's largest client.
-  c.compute.distributed = False  # Multi-host: call jax.distributed.initialize() first.
+  c.compute.distributed = False  # Join a multi-process run (jax.distributed) first.
+  c.compute.coordinator_address = ''  # host:port of process 0; '' = from the cluster (SLURM...).
+  c.compute.num_processes = 0  # Processes in the run; 0 = from the cluster's environment.
+  c.compute.process_id = -1  # This process's index; -1 = from the cluster's environment.
+  c.compute.join_timeout_s = 300  # How long processes wait for each other at the start.
+  c.compute.heartbeat_timeout_s = 30  # A process silent this long stops the others.
   c.compute.compilation_cache_dir = '~/.cache/fedprox_jax/xla'  # Compiled programs; '' = off.
   return c

@@ -55,7 +55,7 @@ class ClientStates:
     needed = bytes_needed(algorithm, one_run, num_runs, num_clients)
     check_fits(algorithm, needed, num_runs)
     self._replicated = replicated
-    self._device = jax.devices()[0]
+    self._device = jax.local_devices()[0]
     self.on_device = needed <= device_budget(self._device)
     initial = jax.tree.map(lambda a: np.zeros((num_runs, num_clients, *a.shape), a.dtype),
                            jax.eval_shape(algorithm.init_client_state, one_run))

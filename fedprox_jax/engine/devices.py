@@ -6,6 +6,24 @@ import jax
 import ml_collections
 
 
+def join(compute: ml_collections.ConfigDict) -> None:
+  """Joins the processes of a multi-process run (JAX's multi-controller engine): every process
+  runs the same program on its own devices, and together they see all devices. Unset fields come
+  from the cluster's environment (SLURM, Cloud TPU) as JAX detects it."""
+  if jax.distributed.is_initialized():
+    return
+  # Cross-process collectives of CPU devices go through gloo (accelerators have their own).
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(
+      coordinator_address=compute.coordinator_address or None,
+      num_processes=compute.num_processes or None,
+      process_id=None if compute.process_id < 0 else compute.process_id,
+      initialization_timeout=compute.join_timeout_s,
+      # A process that stops sending heartbeats (killed, its host down) stops the others: within
+      # this time, not JAX's default 100 s.
+      heartbeat_timeout_seconds=compute.heartbeat_timeout_s)
+
+
 def configure(c: ml_collections.ConfigDict) -> None:
   """Joins a multi-host job if asked, and splits the CPU into `compute.cpu_devices` devices.
 
@@ -13,7 +31,7 @@ def configure(c: ml_collections.ConfigDict) -> None:
   on separate cores. This must happen before JAX's first computation; later it is only reported.
   """
   if c.compute.distributed:
-    jax.distributed.initialize()  # Coordinator and process ids from the cluster's environment.
+    join(c.compute)
   if c.compute.compilation_cache_dir:
     # JAX's persistent compilation cache: a repeated run loads its compiled programs instead of
     # compiling them (seconds faster, and without the compiler's memory).
@@ -25,6 +43,6 @@ def configure(c: ml_collections.ConfigDict) -> None:
   try:
     jax.config.update('jax_num_cpu_devices', wanted)
   except RuntimeError:  # JAX already started (a notebook, a test): keep its devices.
-    if jax.devices()[0].platform == 'cpu' and jax.device_count() != wanted:
+    if jax.devices()[0].platform == 'cpu' and jax.local_device_count() != wanted:
       logging.warning('JAX already runs with %d CPU devices; compute.cpu_devices=%d ignored',
                       jax.device_count(), wanted)

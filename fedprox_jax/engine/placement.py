@@ -1,5 +1,6 @@
-"""Where a simulation's arrays live: lanes sharded over all devices, everything a round reads
-replicated on each (so rounds move no data), evaluation on the first device."""
+"""Where a simulation's arrays live: lanes sharded over all devices (of all processes), everything
+a round reads replicated on each (so rounds move no data), evaluation on the process's first
+device."""
 from typing import NamedTuple
 
 import jax
@@ -35,7 +36,7 @@ def make_layout(requested_lanes: int, num_jobs: int) -> Layout:
   mesh = jax.sharding.Mesh(np.array(devices), ('lanes',))
   return Layout(mesh=mesh if len(devices) > 1 else None,
                 replicated=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
-                eval_device=jax.sharding.SingleDeviceSharding(devices[0]),
+                eval_device=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]),
                 num_lanes=choose_num_lanes(requested_lanes, num_jobs, devices))
 
 
@@ -75,6 +76,13 @@ def place_data(data: FederatedData, layout: Layout):
     if name != 'train':
       sets[name] = jax.device_put(arrays, layout.eval_device)
   return client_data, sets, jax.device_put(train_client_of_rows(data), layout.eval_device)
+
+
+def local_copy(tree):
+  """Replicated arrays as this process's copy (the whole of each: a process reads its own)."""
+  return jax.tree.map(
+      lambda a: a.addressable_data(0)
+      if isinstance(a, jax.Array) and not a.is_fully_addressable else a, tree)
 
 
 def stack(trees):

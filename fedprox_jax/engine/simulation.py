@@ -134,7 +134,8 @@ class Simulation:
                          if 0 < c.eval.clients < data.num_clients else None)
     self._evaluate = evaluation.make_evaluate(
         self.apply_fn, chunk, data.num_clients if c.eval.dissimilarity else 0).lower(
-            jax.device_put(self.initial_params, layout.eval_device), eval_shapes,
+            jax.device_put(placement.local_copy(self.initial_params), layout.eval_device),
+            eval_shapes,
             jax.ShapeDtypeStruct((len(data.train_y),), jnp.int32, sharding=layout.eval_device),
             self._eval_sample.shapes(layout.eval_device) if self._eval_sample else {}).compile()
 
@@ -166,6 +167,6 @@ class Simulation:
     `round_index` with eval.clients), as [R] arrays."""
     selections = (jax.device_put(self._eval_sample.draw(round_index), self.layout.eval_device)
                   if self._eval_sample else {})
-    out = self._evaluate(jax.device_put(params, self.layout.eval_device), self.eval_sets,
-                         self._train_client, selections)
+    out = self._evaluate(jax.device_put(placement.local_copy(params), self.layout.eval_device),
+                         self.eval_sets, self._train_client, selections)
     return {k: np.asarray(v) for k, v in out.items()}

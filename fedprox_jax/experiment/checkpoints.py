@@ -32,6 +32,9 @@ from fedprox_jax.experiment.checkpoint_state import flat_state
 # Version 1 (checkpoint_state.FORMAT_VERSION): items `state` (flat, named arrays) and `meta`.
 # Checkpoints from before versioning hold one item, `default` (the models as {'params': ...,
 # 'mu': ..., ...}), and no digest: they are restored with a warning that they cannot be verified.
+# Checkpoints are the leader's alone (in a run of several processes, process 0 saves and restores,
+# and hands the others what it restored): orbax then waits on no other process.
+_LEADER = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
 _ROUND_NAME = re.compile(r'0|[1-9][0-9]*')  # Only canonical names: '030' is not round 30.
 
 
@@ -116,8 +119,9 @@ class Checkpoints:
           'anyway', where)
       return Restored(round_index, state, None)
     try:
-      meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path / 'meta',
-                                                                   args=ocp.args.JsonRestore())
+      meta = ocp.Checkpointer(ocp.JsonCheckpointHandler(),
+                              multiprocessing_options=_LEADER).restore(path / 'meta',
+                                                                       args=ocp.args.JsonRestore())
       version = meta['format']
     except Exception as e:
       raise _Unusable(f'{where} has no readable digest ({_why(e)})') from None
@@ -128,7 +132,7 @@ class Checkpoints:
                             f'fedprox_jax reads ({FORMAT_VERSION}): upgrade fedprox_jax, or use '
                             'another workdir')
     try:
-      state = ocp.StandardCheckpointer().restore(path / 'state')  # Saved as host arrays.
+      state = ocp.StandardCheckpointer(multiprocessing_options=_LEADER).restore(path / 'state')
     except Exception as e:
       raise _Unusable(f'{where} cannot be read ({_why(e)})') from None
     try:
@@ -171,11 +175,14 @@ class Checkpoints:
     }
     try:
       if self._manager is None:
+        self.directory.mkdir(parents=True, exist_ok=True)  # (orbax's create=True is not for
+        #                                                    one process of several.)
         self._manager = ocp.CheckpointManager(self.directory,
                                               options=ocp.CheckpointManagerOptions(
                                                   max_to_keep=self.keep,
                                                   enable_async_checkpointing=False,
-                                                  create=True))
+                                                  multiprocessing_options=_LEADER,
+                                                  create=False))
       self._manager.save(round_index,
                          args=ocp.args.Composite(state=ocp.args.StandardSave(host),
                                                  meta=ocp.args.JsonSave(meta)))

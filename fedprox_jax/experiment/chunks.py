@@ -39,7 +39,7 @@ def runs_per_chunk(config: ml_collections.ConfigDict, requested: int) -> int:
   state_bytes = client_states.bytes_needed(algorithm, shapes, 1, config.data.get('num_clients', 0))
   if requested:
     return requested
-  device = jax.devices()[0]
+  device = jax.local_devices()[0]
   stats = device.memory_stats() if device.platform != 'cpu' else None
   memory = (stats or
             {}).get('bytes_limit') or os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')

@@ -217,6 +217,9 @@ def run_sweep(base: ml_collections.ConfigDict,
   quiet.install()
   sweep = with_defaults(sweep)
   base, runs = prepare(base, sweep)
+  if base.compute.distributed:
+    raise ConfigError('a sweep runs in one process for now: leave compute.distributed off '
+                      '(a single run spans several processes)')
   if not workdir:
     return _run_chunks(base, sweep, runs, None)
   root = pathlib.Path(workdir)

@@ -8,6 +8,7 @@ import numpy as np
 
 from fedprox_jax import signals
 from fedprox_jax.algorithms import adaptive_mu
+from fedprox_jax.engine import processes
 from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.errors import ConfigError
 from fedprox_jax.errors import Interrupted
@@ -107,6 +108,25 @@ def _restore(sim: Simulation, restored: Restored, like: dict):
       *(np.asarray(state['adaptive'][k]) for k in adaptive_mu.State._fields))
 
 
+def share_restored(sim: Simulation, restored: Restored | None,
+                   restored_round: int) -> Restored | None:
+  """In a run of several processes, what the leader restored (`restored`), in every process: the
+  others pass the restored round it announced, and get the state (the leader's own is returned
+  as it is)."""
+  if processes.count() == 1 or restored_round < 0 and restored is None:
+    return restored
+  like = jax.tree.map(
+      np.asarray, full_state(sim, sim.initial_server,
+                             adaptive_mu.initial(np.asarray(sim.hp['mu']))))
+  if processes.is_leader():
+    named = restored.state if restored.progress else _from_legacy(restored.state, like)
+    state = unflat_state(named, like)
+    processes.share(like if state is None else state)  # _restore then names the mismatch.
+    return restored
+  state = processes.share(like)
+  return Restored(restored_round, flat_state(state), new_progress(sim.num_lanes, {}))
+
+
 def run_rounds(sim: Simulation,
                writers: Sequence[RunWriter],
                labels: Sequence[str],
@@ -145,7 +165,9 @@ def run_rounds(sim: Simulation,
   done = first - 1
   try:
     for r in range(first, c.num_rounds + 1):
-      signals.check()  # A stop asked for while a library swallowed the interrupt.
+      # A stop asked for while a library swallowed the interrupt; with several processes, a stop
+      # asked of any of them.
+      processes.check_stop()
       tick = time.perf_counter()
       stats = {}
       if r > 0:

@@ -6,7 +6,7 @@ import ml_collections
 
 from fedprox_jax import quiet
 from fedprox_jax import tasks
-from fedprox_jax.engine import devices
+from fedprox_jax.engine import processes
 from fedprox_jax.engine import run_settings
 from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.errors import ConfigError
@@ -49,23 +49,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   quiet.install()
   validation.validate(config)
   validation.warn_unused(config)
-  if not workdir:
-    devices.configure(config)
-    return _train(config, RunWriter(None, config), None, None)
-  refuse_sweep_run(workdir)
-  lock = WorkdirLock(workdir)
+  processes.join(config)
+  if not processes.is_leader():  # The leader alone touches the workdir.
+    status, restored_round = processes.hear()
+    if status == processes.COMPLETE:
+      return []
+    return _train(config, RunWriter(None, config), None, None, restored_round)
   try:
-    with lock:
-      return _in_workdir(config, workdir, overwrite)
+    if not workdir:
+      return _train(config, RunWriter(None, config), None, None)
+    refuse_sweep_run(workdir)
+    lock = WorkdirLock(workdir)
+    try:
+      with lock:
+        return _in_workdir(config, workdir, overwrite)
+    except BaseException:
+      metrics = pathlib.Path(workdir) / 'metrics.jsonl'
+      remove_if_unstarted(lock, metrics.exists() and metrics.stat().st_size > 0)
+      raise
   except BaseException:
-    metrics = pathlib.Path(workdir) / 'metrics.jsonl'
-    remove_if_unstarted(lock, metrics.exists() and metrics.stat().st_size > 0)
+    processes.announce_failure()  # If the others still wait to hear how the run begins.
     raise
 
 
 def _in_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> list[dict]:
   prepare_workdir(workdir, {'config.json': config}, overwrite)
-  devices.configure(config)
   checkpoints = Checkpoints(
       pathlib.Path(workdir) / 'checkpoints', config.checkpoint_every, config.checkpoint_keep,
       fingerprint([config]))
@@ -73,6 +81,7 @@ def _in_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool
   check_rounds_done(restored, config.num_rounds, workdir)
   writer = RunWriter(workdir, config)
   if restored and restored.round == config.num_rounds:
+    processes.announce(processes.COMPLETE)
     finish_completed(writer, restored, rounds.evaluation_rounds(config.num_rounds,
                                                                 config.eval_every))
     logging.info(
@@ -88,15 +97,23 @@ def _in_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool
     checkpoints.close()
 
 
-def _train(config: ml_collections.ConfigDict, writer: RunWriter, checkpoints: Checkpoints | None,
-           restored: Restored | None) -> list[dict]:
+def _train(config: ml_collections.ConfigDict,
+           writer: RunWriter,
+           checkpoints: Checkpoints | None,
+           restored: Restored | None,
+           restored_round: int = -1) -> list[dict]:
+  """The rounds; a process other than the leader passes the round the leader restored instead of
+  its checkpoint, and receives the state from the leader."""
   data = tasks.load(config.data)
+  # The others load the data once the leader has (from the cache it filled, not all at once).
+  processes.announce(processes.START, restored.round if restored else -1)
   stats = data.statistics()
   logging.info(
       'Partition: %s',
       ', '.join(f'{k} {v:.1f}' if isinstance(v, float) else f'{k} {v}' for k, v in stats.items()))
   sim = Simulation(config, data, [run_settings.from_config(config)])
   del data  # The device holds what the rounds need.
+  restored = rounds.share_restored(sim, restored, restored_round)
   before = restored.progress['wall_s'] if restored and restored.progress else 0.0
   progress = rounds.run_rounds(sim, [writer], [config.algorithm.name], checkpoints, restored, stats)
   summary = rounds.summarize(writer.records, progress)
