@@ -12,6 +12,10 @@ the packed program and of a plain Python loop over clients and batches around on
 then every algorithm's training round on the default task, interleaved round by round in one
 process, as medians and ratios to FedProx's.
 
+Then the Shakespeare task (--lstm, or --only_lstm): its CPU preset's rounds, the packed program
+against the reference, the client step's FLOP/s against a plain jnp.dot, and the paper config's
+cost; and the default run over 2 processes against 1 (--processes, or --only_processes).
+
 With --cohorts, it also times the CNN at each cohort size (clients per round), each in its own
 process: training seconds per round (median), client steps per second, the share of real work,
 one evaluation of all 69k examples, and the device's name.
@@ -42,6 +46,9 @@ _LSTM_ROUNDS = flags.DEFINE_integer('lstm_rounds', 5, 'Training rounds of the LS
 _LSTM_REFERENCE_ROUNDS = flags.DEFINE_integer('lstm_reference_rounds', 3,
                                               'LSTM rounds timed against the reference.')
 _PAPER_STEPS = flags.DEFINE_integer('paper_steps', 20, "Steps of the paper's LSTM timed.")
+_PROCESSES = flags.DEFINE_bool('processes', True,
+                               'Time the default run over 2 processes against 1 (2 devices each).')
+_ONLY_PROCESSES = flags.DEFINE_bool('only_processes', False, 'Time only the 2-process run.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Times the default run is measured (cold, cached).')
 _SWEEP_REPEATS = flags.DEFINE_integer('sweep_repeats', 1, 'Times the default sweep is measured.')
 _CHILD = flags.DEFINE_string('child', None, 'Internal: the measurement this process makes.')
@@ -111,7 +118,7 @@ def main(argv):
     print(json.dumps(result))
     return
   results = {}
-  only = _ONLY_COHORTS.value or _ONLY_LSTM.value
+  only = _ONLY_COHORTS.value or _ONLY_LSTM.value or _ONLY_PROCESSES.value
   if not only:
     # Each full run twice: with an empty compilation cache, then with the one it filled; that
     # pair `repeats` times, each in a fresh cache, for the spread of the machine's noise.
@@ -126,7 +133,7 @@ def main(argv):
         results[name].update(_spread(results[name]['repeats']))
   names = [] if only else ['single:compare', 'sweep:compare', 'algorithms:rounds']
   names += [f'cnn:{int(k)}' for k in _COHORTS.value]
-  if (_LSTM.value and not _ONLY_COHORTS.value) or _ONLY_LSTM.value:
+  if (_LSTM.value and not only) or _ONLY_LSTM.value:
     names += ['lstm:task', 'lstm:paper']
   with tempfile.TemporaryDirectory() as cache:
     for name in names:
@@ -137,6 +144,9 @@ def main(argv):
   _print_cohorts(results)
   if 'lstm:task' in results:
     _print_lstm(results['lstm:task'], results['lstm:paper'])
+  if (_PROCESSES.value and not only) or _ONLY_PROCESSES.value:
+    results['processes'] = _processes()
+    _print_processes(results['processes'])
   with open(_OUT.value, 'w') as f:
     json.dump(results, f, indent=2)
   print(f'wrote {_OUT.value}')
@@ -236,6 +246,56 @@ def _print_lstm(task: dict, paper: dict) -> None:
       f'({paper["step_flops_per_s"] / 1e9:.0f} GFLOP/s); {paper["expected_steps_per_round"]:,.0f} '
       f'client steps per round expected: '
       f'{paper["expected_steps_per_round"] * paper["step_s"]:,.0f} s per round on one device')
+
+
+def _round_times(workdir: str) -> tuple[float, float]:
+  """Median training round and median round with evaluation (s) of a run's records."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  train = [r['time/round_s'] for r in records if 'time/round_s' in r]
+  elapsed = np.diff([r['time/elapsed_s'] for r in records])
+  return float(np.median(train)), float(np.median(elapsed))
+
+
+def _processes() -> dict:
+  """The default run in one process with 2 CPU devices, then over 2 processes of 1 device each
+  (the same lanes; `python -m fedprox_jax.launch`), alternately, twice each."""
+  out = {'one_process': [], 'two_processes': []}
+  run = [
+      '--config=mnist_fedprox', f'--config.num_rounds={_ROUNDS.value}',
+      '--config.compute.compilation_cache_dir='
+  ]
+  for _ in range(2):
+    for name, command in (('one_process', [
+        sys.executable, '-m', 'fedprox_jax.run', *run, '--config.compute.cpu_devices=2'
+    ]), ('two_processes', [
+        sys.executable, '-m', 'fedprox_jax.launch', '--processes=2', '--', *run,
+        '--config.compute.cpu_devices=1'
+    ])):
+      with tempfile.TemporaryDirectory() as workdir:
+        tick = time.perf_counter()
+        proc = subprocess.run([*command, f'--workdir={workdir}/run'],
+                              capture_output=True,
+                              text=True,
+                              check=False)
+        if proc.returncode:
+          raise RuntimeError(f'{name} failed:\n{proc.stderr[-3000:]}')
+        out[name].append((*_round_times(f'{workdir}/run'), time.perf_counter() - tick))
+  return {
+      name:
+          dict(
+              zip(('train_round_s', 'round_s', 'process_wall_s'),
+                  np.median(np.array(v), axis=0).tolist())) for name, v in out.items()
+  }
+
+
+def _print_processes(p: dict) -> None:
+  print('default run, 2 CPU devices in 1 process vs 1 device in each of 2 processes (medians of '
+        '2 runs each):')
+  for name, r in p.items():
+    print(
+        f'  {name.replace("_", " "):14s} training round {r["train_round_s"] * 1e3:6.2f} ms, '
+        f'with evaluation {r["round_s"] * 1e3:6.2f} ms, whole process {r["process_wall_s"]:.1f} s')
 
 
 if __name__ == '__main__':
