@@ -205,7 +205,11 @@ def run(main,
                    _process_seconds())
   except errors.USER_ERRORS as e:  # Their message says what is wrong and what to do.
     logging.debug('%s', e, exc_info=True)
-    sys.exit(f'error: {reword(e)}')
+    if lines:
+      sys.exit(f'error: {reword(e)}')
+    if isinstance(e, errors.ConfigError):
+      sys.exit(1)  # Every process has the same config: process 0 says what is wrong.
+    sys.exit(f'error (process {_process_index()}): {reword(e)}')
   except errors.Interrupted as e:
     if lines:
       print(reword(e), file=sys.stderr)
@@ -216,7 +220,7 @@ def run(main,
             file=sys.stderr)
     sys.exit(128 + signals.stopped_by())
   except Exception as e:  # pylint: disable=broad-except
-    if not (config and config.compute.distributed and _lost_a_process(e)):
+    if not _lost_a_process(e):
       raise
     print(reword(f'error: another process of the run stopped ({_first_line(e)}): rerun the same '
                  'command to resume from the last checkpoint'),
@@ -224,6 +228,11 @@ def run(main,
     sys.stderr.flush()
     # JAX's exit would wait on the lost process at its shutdown barrier, then abort.
     os._exit(1)  # pylint: disable=protected-access
+
+
+def _process_index() -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_index()
 
 
 def _first_line(e: BaseException) -> str:
@@ -234,18 +243,24 @@ def _first_line(e: BaseException) -> str:
 def _lost_a_process(e: BaseException) -> bool:
   """An error of JAX's cross-process machinery: a peer that died or stopped answering."""
   import jax  # pylint: disable=g-import-not-at-top
+  if not jax.distributed.is_initialized():
+    return False
   signs = ('gloo', 'heartbeat', 'coordination', 'unavailable', 'connection reset', 'peer')
   return (isinstance(e, (jax.errors.JaxRuntimeError, ValueError)) and jax.process_count() > 1 and
           any(sign in str(e).lower() for sign in signs))
 
 
 def _join(config) -> bool:
-  """Joins a multi-process run if the config asks; whether this process speaks for the run."""
+  """Joins a multi-process run if the config (or what a callable `config` returns) asks; whether
+  this process speaks for the run."""
+  if callable(config):
+    config = config()
   if config is None or not config.compute.distributed:
     return True
   from fedprox_jax.engine import processes  # pylint: disable=g-import-not-at-top
   try:
     processes.join(config)
+    signals.install()  # jax.distributed's preemption notifier took SIGTERM: take it back.
   except (RuntimeError, ValueError) as e:  # jax.distributed's own: no coordinator, a timeout...
     raise errors.ConfigError(
         f'could not join the run\'s processes ({str(e).splitlines()[0][:300]}): check '

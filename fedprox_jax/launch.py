@@ -47,6 +47,11 @@ def supervise(procs: list[subprocess.Popen], grace_s: float) -> int:
     for p in procs:
       if p.poll() not in (None, 0) and not code:  # The first failure.
         code, failed_at = p.returncode, time.monotonic()
+        if code < 0:  # Killed: it could not say so itself.
+          print(
+              f'error: process {procs.index(p)} of the run was killed by signal {-code}: rerun '
+              'the same command to resume from the last checkpoint',
+              file=sys.stderr)
         for other in procs:
           if other.poll() is None:
             other.send_signal(signal.SIGTERM)

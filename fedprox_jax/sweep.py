@@ -32,11 +32,13 @@ def main(argv):
   cli.check_no_arguments(argv)
   base, sweep = cli.config_value(_CONFIG, 'config'), cli.config_value(_SWEEP, 'sweep')
   workdir = cli.choose_workdir(_WORKDIR.value, flags.FLAGS['sweep'].config_filename)
-  cli.run(lambda: experiment.run_sweep(base, sweep, workdir, _OVERWRITE.value),
-          workdir,
-          results='results.csv, runs/NAME/ (one folder per run)',
-          plot='{workdir}',
-          chosen=_WORKDIR.value is None)
+  cli.run(
+      lambda: experiment.run_sweep(base, sweep, workdir, _OVERWRITE.value),
+      workdir,
+      results='results.csv, runs/NAME/ (one folder per run)',
+      plot='{workdir}',
+      chosen=_WORKDIR.value is None,
+      config=(lambda: experiment.prepared_base(base, sweep)) if base.compute.distributed else None)
 
 
 if __name__ == '__main__':

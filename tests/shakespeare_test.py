@@ -268,7 +268,8 @@ def test_texts_missing_from_the_given_folder_are_a_one_line_error(tmp_path):
 
 @pytest.mark.parametrize('field,value', [('data.fraction', 0.0), ('data.max_windows', -1),
                                          ('data.max_windows', 300), ('model.name', 'cnn'),
-                                         ('data.train_fraction', 1.0)])
+                                         ('data.train_fraction', 1.0), ('model.hidden', 0),
+                                         ('model.layers', 0), ('model.embedding', -1)])
 def test_bad_shakespeare_fields_are_named(field, value):
   from fedprox_jax import errors  # pylint: disable=import-outside-toplevel
   from fedprox_jax.experiment import validation  # pylint: disable=import-outside-toplevel

@@ -28,13 +28,18 @@ def is_leader() -> bool:
   return jax.process_index() == 0
 
 
-_announced = [False]
+_pending = [True]  # Whether the others wait for the leader's word (a run's start, a chunk's).
+
+
+def expect_announcement() -> None:
+  """The leader: the others now wait for a word on how the next program begins."""
+  _pending[0] = True
 
 
 def announce(status: int, restored_round: int = -1) -> None:
-  """The leader's word to the others on how the run begins (once)."""
-  if count() > 1 and is_leader() and not _announced[0]:
-    _announced[0] = True
+  """The leader's word to the others on how the run (a sweep's chunk) begins; once each."""
+  if count() > 1 and is_leader() and _pending[0]:
+    _pending[0] = False
     multihost_utils.broadcast_one_to_all(np.array([status, restored_round], np.int32))
 
 

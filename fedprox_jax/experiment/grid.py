@@ -21,7 +21,7 @@ from fedprox_jax import config_fields
 from fedprox_jax import quiet
 from fedprox_jax import tasks
 from fedprox_jax.algorithms import server_optimizers
-from fedprox_jax.engine import devices
+from fedprox_jax.engine import processes
 from fedprox_jax.engine import run_settings
 from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.errors import ConfigError
@@ -217,26 +217,47 @@ def run_sweep(base: ml_collections.ConfigDict,
   quiet.install()
   sweep = with_defaults(sweep)
   base, runs = prepare(base, sweep)
-  if base.compute.distributed:
-    raise ConfigError('a sweep runs in one process for now: leave compute.distributed off '
-                      '(a single run spans several processes)')
-  if not workdir:
-    return _run_chunks(base, sweep, runs, None)
+  processes.join(base)
+  if not workdir or not processes.is_leader():  # The leader alone touches the workdir.
+    return _leading(lambda: _run_chunks(base, sweep, runs, None))
   root = pathlib.Path(workdir)
   lock = WorkdirLock(workdir)
+
+  def in_workdir():
+    try:
+      with lock:
+        prepare_workdir(workdir, {'sweep.json': sweep, 'base_config.json': base}, overwrite)
+        for name, config in (('sweep.json', sweep), ('base_config.json', base)):
+          _write(root / name, config.to_json(indent=2, sort_keys=True) + '\n')
+        return _run_chunks(base, sweep, runs, root)
+    except BaseException:
+      remove_if_unstarted(lock, any(p.stat().st_size for p in root.glob('runs/*/metrics.jsonl')))
+      raise
+
+  return _leading(in_workdir)
+
+
+def prepared_base(base: ml_collections.ConfigDict,
+                  sweep: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The base config as the sweep runs it (its devices: sweep.cpu_devices)."""
+  return prepare(base, with_defaults(sweep))[0]
+
+
+def _leading(body):
+  """body(); if the leader fails while the others wait for its word, they are told."""
   try:
-    with lock:
-      prepare_workdir(workdir, {'sweep.json': sweep, 'base_config.json': base}, overwrite)
-      for name, config in (('sweep.json', sweep), ('base_config.json', base)):
-        _write(root / name, config.to_json(indent=2, sort_keys=True) + '\n')
-      return _run_chunks(base, sweep, runs, root)
+    return body()
   except BaseException:
-    remove_if_unstarted(lock, any(p.stat().st_size for p in root.glob('runs/*/metrics.jsonl')))
+    if processes.is_leader():
+      processes.announce_failure()
     raise
 
 
 def _run_chunks(base, sweep, runs, root: pathlib.Path | None) -> dict[str, list[dict]]:
-  devices.configure(base)
+  """The chunks one after the other. With several processes the leader (which alone has `root`)
+  tells the others, chunk by chunk, whether it is complete or from which round it resumes, and
+  hands them the state it restored."""
+  leader = processes.is_leader()
   chunks = chunks_lib.split(runs, sweep.max_runs_per_chunk)
   logging.info('Sweep of %d runs in %d program%s%s', len(runs), len(chunks),
                's' if len(chunks) > 1 else '',
@@ -255,17 +276,29 @@ def _run_chunks(base, sweep, runs, root: pathlib.Path | None) -> dict[str, list[
     writers = [
         RunWriter(str(root / 'runs' / run.name) if root else None, run.config) for run in chunk.runs
     ]
-    restored = checkpoints[i].restore() if root else None
-    single_run.check_rounds_done(restored, base.num_rounds, str(root))
-    if restored and restored.round == base.num_rounds:
-      for writer in writers:
+    restored, restored_round = None, -1
+    if leader:
+      processes.expect_announcement()
+      restored = checkpoints[i].restore() if root else None
+      single_run.check_rounds_done(restored, base.num_rounds, str(root))
+      complete = bool(restored and restored.round == base.num_rounds)
+      if complete:
+        processes.announce(processes.COMPLETE)
+    else:
+      status, restored_round = processes.hear()
+      complete = status == processes.COMPLETE
+    if complete:
+      for writer in writers if root else []:
         single_run.finish_completed(writer, restored, evaluate_at)
       logging.info('Chunk %d/%d is complete: kept as it is', i + 1, len(chunks))
     else:
       if data is None:
         data = tasks.load(base.data)
+      # The others load the data once the leader has (from the cache it filled).
+      processes.announce(processes.START, restored.round if restored else -1)
       sim = Simulation(chunk.runs[0].config, data,
                        [run_settings.from_config(run.config) for run in chunk.runs])
+      restored = rounds.share_restored(sim, restored, restored_round)
       try:
         later = sum(len(c.runs) for c in chunks[i + 1:]) * base.num_rounds
         progress = rounds.run_rounds(sim, writers, [run.name for run in chunk.runs], checkpoints[i],

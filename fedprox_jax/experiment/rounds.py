@@ -206,11 +206,12 @@ def _check_finite(bad: np.ndarray, r: int, labels: Sequence[str], what: str) -> 
 
 
 def _interrupted_message(done: int, checkpoints: Checkpoints | None) -> str:
+  when = f'after round {done}' if done >= 0 else 'before round 0'
   if checkpoints is None:
-    return f'interrupted after round {done}; nothing was saved (no --workdir)'
+    return f'interrupted {when}; nothing was saved (no --workdir)'
   since = (f'from the checkpoint of round {checkpoints.last_saved}'
            if checkpoints.last_saved is not None else 'from round 0: no checkpoint yet')
-  return f'interrupted after round {done}; rerun the same command to resume ({since})'
+  return f'interrupted {when}; rerun the same command to resume ({since})'
 
 
 def _evaluate_and_write(sim: Simulation, params, r: int, stats: dict, mu: np.ndarray,

@@ -50,6 +50,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
       'data.max_windows', f'= {d.max_windows} leaves no test window after the '
       f'{d.train_fraction:g} for training and the gap of {GAP}: raise it')
   config_fields.one_of(c, 'model.name', ('lstm',))
+  for field in ('embedding', 'hidden', 'layers'):
+    require(c.model[field] >= 1, f'model.{field}', f'= {c.model[field]} must be >= 1')
 
 
 def _download(cache_dir: pathlib.Path) -> pathlib.Path:
