@@ -127,11 +127,14 @@ def config_value(flag_holder, name: str):
 
 def _quiet_closed_event_loops(hook):
   """orbax's background threads may touch their closed asyncio loop after a failed save; Python
-  then prints a harmless 'Event loop is closed' traceback. Everything else goes to `hook`."""
+  then prints a harmless 'Event loop is closed' traceback. A stop asked for inside a library's
+  callback (JAX's garbage-collection hook) is recorded and acted on: its traceback is noise too.
+  Everything else goes to `hook`."""
 
   def quiet(unraisable) -> None:
-    if not (isinstance(unraisable.exc_value, RuntimeError) and
-            str(unraisable.exc_value) == 'Event loop is closed'):
+    closed_loop = (isinstance(unraisable.exc_value, RuntimeError) and
+                   str(unraisable.exc_value) == 'Event loop is closed')
+    if not (closed_loop or isinstance(unraisable.exc_value, KeyboardInterrupt)):
       hook(unraisable)
 
   return quiet
@@ -188,6 +191,7 @@ def run(main,
   reword = lambda message: str(message).replace('rerun the same command', again)
   lines = True  # Whether this process speaks for the run (all but the first of several do not).
   try:
+    signals.check()  # A stop asked for while the libraries loaded.
     lines = _join(config)
     if lines and workdir:
       logging.info('Results go to %s (--workdir=DIR chooses the place)', workdir)

@@ -23,6 +23,13 @@ def install() -> None:
     signal.signal(signum, _handler)
 
 
+def record() -> None:
+  """Records SIGINT and SIGTERM without raising (while libraries load: an exception raised in
+  their import can be lost or crash the process); install() then acts on them."""
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, lambda signum, frame: _requested.append(signum))
+
+
 def hold() -> None:
   """From now on a stop is only recorded (asked() says so); the caller acts on it."""
   _holding[0] = _deferring[0] = True

@@ -1,6 +1,12 @@
 """Command line: python -m fedprox_jax.sweep --config=BASE.py --sweep=SWEEP.py --workdir=DIR."""
 import sys
 
+from fedprox_jax import signals  # (The standard library only: loads at once.)
+
+# A stop asked for while the libraries load is recorded, and acted on once they have (raised
+# while they load, it could be lost in a library's callback, or crash an extension's import).
+signals.record()
+
 try:  # Ctrl-C while the libraries load: no traceback for that either.
   from absl import app
   from absl import flags

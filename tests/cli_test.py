@@ -1,8 +1,10 @@
 """The real command line on shrunken configs, with MNIST read offline from ../shared/mnist."""
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -94,3 +96,24 @@ def test_cli_bad_mnist_files_say_what_to_do(mnist_env, tmp_path, damage, message
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('error: MNIST file') and message in last, last
   assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('delay', [0.3, 1.0])
+def test_ctrl_c_while_the_libraries_load_stops_the_run(mnist_env, tmp_path, delay):
+  """A stop asked for before the run starts is never lost (a library's callback once swallowed
+  it, and the run went on to exit 0)."""
+  env, root = mnist_env
+  proc = subprocess.Popen([
+      sys.executable, '-m', 'fedprox_jax.run', '--config=configs/mnist_fedprox.py',
+      f'--workdir={tmp_path / "run"}', *SMALL, *_data_flags(root)
+  ],
+                          cwd=REPO,
+                          env=env,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE,
+                          text=True)
+  time.sleep(delay)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 130, err[-3000:]
+  assert 'Traceback' not in err and 'interrupted' in err.strip().splitlines()[-1]
