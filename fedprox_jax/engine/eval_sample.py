@@ -37,7 +37,10 @@ class ClientSample:
     clients = self.clients(round_index)
     out = {}
     for name, (offsets, sizes, m) in self.sets.items():
-      rows = np.concatenate([offsets[c] + np.arange(sizes[c]) for c in clients]).astype(np.int32)
+      lengths = sizes[clients].astype(np.int64)
+      # Each drawn client's rows, in one pass: its first row, then consecutive ones.
+      firsts = np.repeat(offsets[clients] - (np.cumsum(lengths) - lengths), lengths)
+      rows = (firsts + np.arange(lengths.sum())).astype(np.int32)
       weights = np.zeros(m, np.float32)
       weights[:len(rows)] = 1.0
       out[name] = (np.concatenate([rows, np.zeros(m - len(rows), np.int32)]), weights)

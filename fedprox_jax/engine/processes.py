@@ -7,6 +7,8 @@ workdir (lock, records, checkpoints) and hands the others what it restored; the 
 nothing. The processes agree before each round whether to stop, so that a stop asked of any of
 them (Ctrl-C, a scheduler's SIGTERM) ends them all after the same round.
 """
+import contextlib
+
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -43,10 +45,15 @@ def announce(status: int, restored_round: int = -1) -> None:
     multihost_utils.broadcast_one_to_all(np.array([status, restored_round], np.int32))
 
 
-def announce_failure() -> None:
-  """Tells the others, if they still wait for the start, that the leader stopped before it."""
-  if jax.distributed.is_initialized():
-    announce(FAILED)
+@contextlib.contextmanager
+def telling_failure():
+  """The leader's work: if it fails while the others wait for its word, they are told."""
+  try:
+    yield
+  except BaseException:
+    if jax.distributed.is_initialized():
+      announce(FAILED)
+    raise
 
 
 def hear() -> tuple[int, int]:

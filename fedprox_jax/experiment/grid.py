@@ -218,12 +218,11 @@ def run_sweep(base: ml_collections.ConfigDict,
   sweep = with_defaults(sweep)
   base, runs = prepare(base, sweep)
   processes.join(base)
-  if not workdir or not processes.is_leader():  # The leader alone touches the workdir.
-    return _leading(lambda: _run_chunks(base, sweep, runs, None))
-  root = pathlib.Path(workdir)
-  lock = WorkdirLock(workdir)
-
-  def in_workdir():
+  with processes.telling_failure():
+    if not workdir or not processes.is_leader():  # The leader alone touches the workdir.
+      return _run_chunks(base, sweep, runs, None)
+    root = pathlib.Path(workdir)
+    lock = WorkdirLock(workdir)
     try:
       with lock:
         prepare_workdir(workdir, {'sweep.json': sweep, 'base_config.json': base}, overwrite)
@@ -234,23 +233,11 @@ def run_sweep(base: ml_collections.ConfigDict,
       remove_if_unstarted(lock, any(p.stat().st_size for p in root.glob('runs/*/metrics.jsonl')))
       raise
 
-  return _leading(in_workdir)
-
 
 def prepared_base(base: ml_collections.ConfigDict,
                   sweep: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The base config as the sweep runs it (its devices: sweep.cpu_devices)."""
   return prepare(base, with_defaults(sweep))[0]
-
-
-def _leading(body):
-  """body(); if the leader fails while the others wait for its word, they are told."""
-  try:
-    return body()
-  except BaseException:
-    if processes.is_leader():
-      processes.announce_failure()
-    raise
 
 
 def _run_chunks(base, sweep, runs, root: pathlib.Path | None) -> dict[str, list[dict]]:

@@ -94,10 +94,22 @@ def _from_legacy(legacy: dict, like: dict) -> dict:
   return named
 
 
+def _template(sim: Simulation) -> dict:
+  """The state a checkpoint of `sim` holds, as host arrays: the names and shapes to restore."""
+  return jax.tree.map(
+      np.asarray, full_state(sim, sim.initial_server,
+                             adaptive_mu.initial(np.asarray(sim.hp['mu']))))
+
+
+def _restored_state(restored: Restored, like: dict):
+  """The checkpoint's state in the structure of `like` (None unless names and shapes match)."""
+  named = restored.state if restored.progress else _from_legacy(restored.state, like)
+  return unflat_state(named, like)
+
+
 def _restore(sim: Simulation, restored: Restored, like: dict):
   """The checkpoint's server state on the simulation's devices, and its adaptive mu."""
-  named = restored.state if restored.progress else _from_legacy(restored.state, like)
-  state = unflat_state(named, like)
+  state = _restored_state(restored, like)
   if state is None:
     raise ConfigError(
         f'the checkpoint of round {restored.round} holds a state of other names or shapes than '
@@ -115,12 +127,9 @@ def share_restored(sim: Simulation, restored: Restored | None,
   as it is)."""
   if processes.count() == 1 or restored_round < 0 and restored is None:
     return restored
-  like = jax.tree.map(
-      np.asarray, full_state(sim, sim.initial_server,
-                             adaptive_mu.initial(np.asarray(sim.hp['mu']))))
+  like = _template(sim)
   if processes.is_leader():
-    named = restored.state if restored.progress else _from_legacy(restored.state, like)
-    state = unflat_state(named, like)
+    state = _restored_state(restored, like)
     processes.share(like if state is None else state)  # _restore then names the mismatch.
     return restored
   state = processes.share(like)
@@ -145,8 +154,7 @@ def run_rounds(sim: Simulation,
   mu_state = adaptive_mu.initial(np.asarray(sim.hp['mu']))
   progress = new_progress(sim.num_lanes, data_stats or {})
   if restored:
-    server, mu_state = _restore(sim, restored,
-                                jax.tree.map(np.asarray, full_state(sim, server, mu_state)))
+    server, mu_state = _restore(sim, restored, _template(sim))
     first = restored.round + 1
     if restored.progress:
       progress.update({k: v for k, v in restored.progress.items() if k != 'num_lanes'})

@@ -55,7 +55,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if status == processes.COMPLETE:
       return []
     return _train(config, RunWriter(None, config), None, None, restored_round)
-  try:
+  with processes.telling_failure():
     if not workdir:
       return _train(config, RunWriter(None, config), None, None)
     refuse_sweep_run(workdir)
@@ -67,9 +67,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       metrics = pathlib.Path(workdir) / 'metrics.jsonl'
       remove_if_unstarted(lock, metrics.exists() and metrics.stat().st_size > 0)
       raise
-  except BaseException:
-    processes.announce_failure()  # If the others still wait to hear how the run begins.
-    raise
 
 
 def _in_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> list[dict]:
