@@ -1,4 +1,4 @@
-"""Each arm's best value in a tuning sweep of configs/sweeps/comparison.py's arms.
+"""Each arm's best value in a tuning sweep of fedprox_jax/configs/sweeps/comparison.py's arms.
 
     python scripts/pick_tuned.py /tmp/algorithms_tune                       # MNIST: test accuracy
     python scripts/pick_tuned.py /tmp/synthetic_tune --metric=train/loss    # lower is better

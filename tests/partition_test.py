@@ -46,12 +46,27 @@ def test_deterministic_for_a_seed_and_different_across_seeds():
   assert not all(len(x) == len(y) for x, y in zip(a, c))
 
 
-def test_local_split_is_ninety_ten_and_disjoint():
-  clients = _partition(_labels())
-  splits = federated_data.local_splits([len(c) for c in clients], train_fraction=0.9, seed=0)
-  for idx, (train, test) in zip(clients, splits):
-    assert len(train) == int(0.9 * len(idx))
-    assert sorted(np.concatenate([idx[train], idx[test]])) == sorted(idx)
+def test_local_split_is_ninety_ten_disjoint_and_grouped_by_client():
+  sizes = np.array([10, 1, 7, 250, 3])
+  train, test, train_sizes = federated_data.local_splits(sizes, train_fraction=0.9, seed=0)
+  ends = np.cumsum(sizes)
+  for c, n in enumerate(sizes):  # A loop over clients: each keeps its own rows, 90/10.
+    mine = set(range(ends[c] - n, ends[c]))
+    before = train_sizes[:c].sum()
+    got_train = train[before:before + train_sizes[c]]
+    got_test = test[(sizes - train_sizes)[:c].sum():][:n - train_sizes[c]]
+    assert train_sizes[c] == int(0.9 * n)
+    assert set(got_train) | set(got_test) == mine and not set(got_train) & set(got_test)
+  assert len(train) + len(test) == sizes.sum()
+
+
+def test_local_split_shuffles_each_client_uniformly():
+  """Over seeds, each of a client's 4 rows lands in its training part 3 times in 4."""
+  counts = np.zeros(8)
+  for seed in range(2000):
+    train, _, _ = federated_data.local_splits(np.array([4, 4]), train_fraction=0.75, seed=seed)
+    counts += np.bincount(train, minlength=8)
+  assert np.all(np.abs(counts / 2000 - 0.75) < 0.04), counts / 2000
 
 
 def test_statistics():

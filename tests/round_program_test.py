@@ -22,6 +22,12 @@ BATCH = 10
 ROUNDS = 3
 
 
+def _population_weight(data) -> np.ndarray:
+  """sum_j q_j of the two runs of _hp: by examples (run 0), by batches (run 1)."""
+  sizes = data.train_sizes.astype(np.int64)
+  return np.array([sizes.sum(), (-(-sizes // BATCH)).sum()], np.float32)
+
+
 def _hp(optimizer: str) -> dict:
   """Two runs that differ in every hyperparameter; run 1 weights clients by batches."""
   adaptive = optimizer in ('adam', 'yogi', 'adagrad')
@@ -110,7 +116,8 @@ def test_three_packed_rounds_equal_the_reference(algorithm, optimizer, num_lanes
     clients = np.asarray(cohort.clients)
     gathered = None if store is None else jax.tree.map(
         lambda a: np.stack([a[i, clients[i]] for i in range(2)]), store)
-    server, new_states, stats = train(server, hp, cohort, gathered, device_data)
+    server, new_states, stats = train(server, hp, cohort, gathered, device_data,
+                                      _population_weight(data))
     if store is not None:
       for i in range(2):
         jax.tree.map(lambda a, b: a[i].__setitem__(clients[i], np.asarray(b)[i]), store, new_states)
@@ -156,7 +163,7 @@ def test_nobody_aggregated_keeps_the_whole_server_state(algorithm):
                                       max_epochs=3))
   device_data = packing.ClientData(
       *map(jnp.asarray, (data.train_x, data.train_y, data.train_offsets, data.train_sizes)))
-  new, new_states, _ = train(server, hp, cohort, states, device_data)
+  new, new_states, _ = train(server, hp, cohort, states, device_data, _population_weight(data))
   run0 = lambda tree: jax.tree.map(lambda a: np.asarray(a)[0], tree)
   jax.tree.map(np.testing.assert_array_equal, run0(new), run0(server))  # Run 0: nothing moves.
   assert not np.allclose(new.params['Dense_0']['kernel'][1], params['Dense_0']['kernel'][1])

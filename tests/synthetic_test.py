@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from fedprox_jax import experiment
 from fedprox_jax.algorithms import adaptive_mu
@@ -13,15 +14,59 @@ from fedprox_jax.tasks import synthetic
 from tests.conftest import tiny_data
 
 
-def _devices(variant, seed=0):
+def _generate(variant, seed=0, num_clients=30, dim=60, **bounds):
   alpha, beta, iid = synthetic_config.VARIANTS[variant]
-  return synthetic.generate(alpha=alpha,
-                            beta=beta,
-                            iid=iid,
-                            num_clients=30,
-                            dim=60,
-                            num_classes=10,
-                            seed=seed)
+  settings = dict(log_mean=4.0, log_sigma=2.0, min_examples=50, max_examples=0) | bounds
+  return synthetic.generate(
+      alpha=alpha,
+      beta=beta,
+      iid=iid,
+      sizes_of=lambda rng: synthetic.device_sizes(rng, num_clients, **settings),
+      dim=dim,
+      num_classes=10,
+      seed=seed)
+
+
+def _devices(variant, seed=0):
+  """[(x, y)] of each of 30 devices."""
+  sizes, x, y = _generate(variant, seed)
+  ends = np.cumsum(sizes)[:-1]
+  return list(zip(np.split(x, ends), np.split(y, ends)))
+
+
+def _loop_over_devices(alpha, beta, iid, num_clients, dim, num_classes, seed):
+  """The paper's generator as its code writes it: one device at a time, on one stream."""
+  rng = np.random.default_rng(seed)
+  sizes = rng.lognormal(4, 2, num_clients).astype(int) + 50
+  u = rng.normal(0, alpha, num_clients)
+  big_b = rng.normal(0, beta, num_clients)
+  sigma = np.arange(1, dim + 1, dtype=np.float64)**-1.2
+  shared_w = rng.normal(0, 1, (dim, num_classes))
+  shared_b = rng.normal(0, 1, num_classes)
+  xs, ys = [], []
+  for k in range(num_clients):
+    if iid:
+      w, b, v = shared_w, shared_b, np.zeros(dim)
+    else:
+      w = rng.normal(u[k], 1, (dim, num_classes))
+      b = rng.normal(u[k], 1, num_classes)
+      v = rng.normal(big_b[k], 1, dim)
+    x = v + rng.normal(size=(sizes[k], dim)) * np.sqrt(sigma)
+    xs.append(x.astype(np.float32))
+    ys.append(np.argmax(x @ w + b, axis=1).astype(np.int32))
+  return sizes, np.concatenate(xs), np.concatenate(ys)
+
+
+@pytest.mark.parametrize('variant', ['iid', '1_1'])
+@pytest.mark.parametrize('chunk', [7, 4096])
+def test_generator_equals_the_loop_over_devices(variant, chunk, monkeypatch):
+  """Blocks of `chunk` devices (one block, or 5 of 7 and one of 2) give the loop's numbers."""
+  monkeypatch.setattr(synthetic, 'CHUNK', chunk)
+  alpha, beta, iid = synthetic_config.VARIANTS[variant]
+  expected = _loop_over_devices(alpha, beta, iid, 37, 12, 10, seed=3)
+  got = _generate(variant, seed=3, num_clients=37, dim=12)
+  for e, g in zip(expected, got, strict=True):
+    np.testing.assert_array_equal(e, g)
 
 
 def test_generator_shapes_sizes_and_determinism():
@@ -35,6 +80,26 @@ def test_generator_shapes_sizes_and_determinism():
   assert not all(len(a[1]) == len(b[1]) for a, b in zip(devices, other))
   sizes = np.array([len(y) for _, y in devices])
   assert sizes.std() > 0.5 * sizes.mean()  # lognormal(4, 2) + 50: very uneven.
+
+
+def test_bounded_sizes():
+  bounded = dict(log_mean=2.0, log_sigma=1.0, min_examples=10)
+  sizes = synthetic.device_sizes(np.random.default_rng(0), 1000, max_examples=50, **bounded)
+  unbounded = synthetic.device_sizes(np.random.default_rng(0), 1000, max_examples=0, **bounded)
+  assert sizes.min() >= 10 and sizes.max() == 50
+  assert np.array_equal(sizes, np.minimum(unbounded, 50)) and unbounded.max() > 50
+
+
+def test_labels_are_each_devices_own_argmax_as_a_loop_computes_it():
+  rng = np.random.default_rng(5)
+  sizes = np.array([3, 1, 4, 2])
+  device = np.repeat(np.arange(4), sizes)
+  x, w, b = rng.normal(size=(10, 6)), rng.normal(size=(4, 6, 5)), rng.normal(size=(4, 5))
+  expected = []
+  for k in range(4):  # Each device's rows times its own model, one device at a time.
+    rows = x[device == k]
+    expected += [int(np.argmax(rows[i] @ w[k] + b[k])) for i in range(len(rows))]
+  assert synthetic.labels_of(x, device, w, b).tolist() == expected
 
 
 def test_heterogeneity_grows_from_iid_to_one_one():

@@ -14,7 +14,10 @@ process, as medians and ratios to FedProx's.
 
 Then the Shakespeare task (--lstm, or --only_lstm): its CPU preset's rounds, the packed program
 against the reference, the client step's FLOP/s against a plain jnp.dot, and the paper config's
-cost; and the default run over 2 processes against 1 (--processes, or --only_processes).
+cost; and the default run over 2 processes against 1 (--processes, or --only_processes); and
+configs/synthetic.py:large at 10^3 to 10^6 devices (--populations, or --only_populations): setup,
+training rounds with and without evaluation, one full evaluation and peak memory, each in its own
+process.
 
 With --cohorts, it also times the CNN at each cohort size (clients per round), each in its own
 process: training seconds per round (median), client steps per second, the share of real work,
@@ -51,6 +54,13 @@ _PROCESSES = flags.DEFINE_bool('processes', True,
 _ONLY_PROCESSES = flags.DEFINE_bool('only_processes', False, 'Time only the 2-process run.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Times the default run is measured (cold, cached).')
 _SWEEP_REPEATS = flags.DEFINE_integer('sweep_repeats', 1, 'Times the default sweep is measured.')
+_POPULATIONS = flags.DEFINE_list(
+    'populations', ['1000', '10000', '100000', '1000000'],
+    'Devices of configs/synthetic.py:large timed (--only_populations).')
+_POPULATION_ROUNDS = flags.DEFINE_integer('population_rounds', 20,
+                                          'Rounds timed per population, with and without eval.')
+_ONLY_POPULATIONS = flags.DEFINE_bool('only_populations', False,
+                                      'Time only the populations (also run by default).')
 _CHILD = flags.DEFINE_string('child', None, 'Internal: the measurement this process makes.')
 _CACHE = flags.DEFINE_string('compilation_cache', '', 'Internal: the compilation cache to use.')
 
@@ -65,6 +75,8 @@ def _measure(name: str) -> dict:
     return measure.algorithms(base, _ALGORITHM_ROUNDS.value)
   if name == 'lstm:task':
     return measure.lstm_task(_CACHE.value, _LSTM_ROUNDS.value, _LSTM_REFERENCE_ROUNDS.value)
+  if kind == 'population':
+    return measure.population(int(what), _POPULATION_ROUNDS.value, _CACHE.value)
   if name == 'lstm:paper':
     return measure.lstm_paper_cost(_CACHE.value, _PAPER_STEPS.value)
   base, runs = measure.runs_of(kind, base, _SWEEP.value)
@@ -80,7 +92,8 @@ def _child(name: str, cache: str) -> dict:
       f'--algorithm_rounds={_ALGORITHM_ROUNDS.value}', f'--cohort_rounds={_COHORT_ROUNDS.value}',
       f'--lstm_rounds={_LSTM_ROUNDS.value}',
       f'--lstm_reference_rounds={_LSTM_REFERENCE_ROUNDS.value}',
-      f'--paper_steps={_PAPER_STEPS.value}', f'--compilation_cache={cache}'
+      f'--paper_steps={_PAPER_STEPS.value}', f'--population_rounds={_POPULATION_ROUNDS.value}',
+      f'--compilation_cache={cache}'
   ],
                         capture_output=True,
                         text=True,
@@ -118,7 +131,8 @@ def main(argv):
     print(json.dumps(result))
     return
   results = {}
-  only = _ONLY_COHORTS.value or _ONLY_LSTM.value or _ONLY_PROCESSES.value
+  only = (_ONLY_COHORTS.value or _ONLY_LSTM.value or _ONLY_PROCESSES.value or
+          _ONLY_POPULATIONS.value)
   if not only:
     # Each full run twice: with an empty compilation cache, then with the one it filled; that
     # pair `repeats` times, each in a fresh cache, for the spread of the machine's noise.
@@ -135,6 +149,8 @@ def main(argv):
   names += [f'cnn:{int(k)}' for k in _COHORTS.value]
   if (_LSTM.value and not only) or _ONLY_LSTM.value:
     names += ['lstm:task', 'lstm:paper']
+  if not only or _ONLY_POPULATIONS.value:
+    names += [f'population:{int(n)}' for n in _POPULATIONS.value]
   with tempfile.TemporaryDirectory() as cache:
     for name in names:
       results[name] = _timed_child(name, cache)
@@ -144,6 +160,7 @@ def main(argv):
   _print_cohorts(results)
   if 'lstm:task' in results:
     _print_lstm(results['lstm:task'], results['lstm:paper'])
+  _print_populations(results)
   if (_PROCESSES.value and not only) or _ONLY_PROCESSES.value:
     results['processes'] = _processes()
     _print_processes(results['processes'])
@@ -220,6 +237,27 @@ def _print_cohorts(results: dict) -> None:
     print(f'{r["clients_per_round"]:>14d}{r["lanes"]:>7d}{r["round_s_median"]:>10.4f}'
           f'{r["client_steps_per_s"]:>16,.0f}{r["real_work_share"]:>11.1%}'
           f'{r["evaluation_s"]:>10.3f}')
+
+
+def _print_populations(results: dict) -> None:
+  rows = [r for name, r in results.items() if name.startswith('population:')]
+  if not rows:
+    return
+  print(f'configs/synthetic.py:large by population ({os.cpu_count()} CPUs; medians of '
+        f'{_POPULATION_ROUNDS.value} rounds; evaluation of {rows[-1]["eval_clients"]} sampled '
+        'devices, or all when fewer):')
+  print(f'{"devices":>10s}{"examples":>13s}{"data GB":>9s}{"client data":>13s}{"data s":>8s}'
+        f'{"setup s":>9s}{"ms/round":>10s}{"+eval ms":>10s}{"full eval s":>13s}'
+        f'{"peak RSS GB":>13s}')
+  for r in rows:
+    print(f'{r["clients"]:>10,d}{r["examples"]:>13,d}{r["data_gb"]:>9.2f}{r["client_data"]:>13s}'
+          f'{r["data_s"]:>8.1f}{r["setup_s"]:>9.1f}{r["train_round_s"] * 1e3:>10.2f}'
+          f'{r["round_with_eval_s"] * 1e3:>10.2f}{r["full_eval_s"]:>13.2f}'
+          f'{r["peak_rss_mb"] / 1024:>13.2f}')
+  first, last = rows[0], rows[-1]
+  print(f'  {last["clients"]:,d} against {first["clients"]:,d} devices: training round '
+        f'x{last["train_round_s"] / first["train_round_s"]:.2f}, with evaluation '
+        f'x{last["round_with_eval_s"] / first["round_with_eval_s"]:.2f}')
 
 
 def _print_lstm(task: dict, paper: dict) -> None:

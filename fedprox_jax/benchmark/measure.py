@@ -189,6 +189,58 @@ def cnn_cohort(base, clients_per_round: int, num_rounds: int) -> dict:
               peak_rss_mb=_peak_rss_mb())
 
 
+def population(num_clients: int, num_rounds: int, cache: str) -> dict:
+  """configs/synthetic.py:large at `num_clients` devices: setup (data generated and split, then
+  programs compiled and data placed), training rounds, rounds with the preset's sampled
+  evaluation, one evaluation of every device, and the process's peak memory."""
+  from fedprox_jax.configs import synthetic  # pylint: disable=g-import-not-at-top
+  c = synthetic.get_config('large')
+  c.data.num_clients = num_clients
+  c.compute.compilation_cache_dir = cache
+  devices.configure(c)
+  tick = time.perf_counter()
+  data = tasks.load(c.data)
+  data_s = time.perf_counter() - tick
+  data_bytes = sum(
+      a.nbytes for a in (data.train_x, data.train_y, data.local_test_x, data.local_test_y))
+  examples = len(data.train_y) + len(data.local_test_y)
+  tick = time.perf_counter()
+  sim = Simulation(c, data, [run_settings.from_config(c)])
+  setup_s = time.perf_counter() - tick
+  del data
+  server = sim.initial_server
+
+  def timed(step) -> float:
+    tick = time.perf_counter()
+    jax.block_until_ready(step())
+    return time.perf_counter() - tick
+
+  def train(r):
+    nonlocal server
+    server, _ = sim.run_round(server, r)
+    return server
+
+  sim.evaluate(server.params, 1)  # Compiled ahead; this first call warms the sampled program.
+  train(1)
+  train_s = [timed(lambda r=r: train(r)) for r in range(2, num_rounds + 2)]
+  with_eval_s = [
+      timed(lambda r=r: (train(r), sim.evaluate(server.params, r)))
+      for r in range(num_rounds + 2, 2 * num_rounds + 2)
+  ]
+  full_s = timed(lambda: sim.evaluate(server.params, 0))
+  return dict(clients=num_clients,
+              examples=examples,
+              data_gb=data_bytes / 1e9,
+              client_data=sim.client_data_mode,
+              eval_clients=min(c.eval.clients, num_clients),
+              data_s=data_s,
+              setup_s=setup_s,
+              train_round_s=float(np.median(train_s)),
+              round_with_eval_s=float(np.median(with_eval_s)),
+              full_eval_s=full_s,
+              peak_rss_mb=_peak_rss_mb())
+
+
 def lstm_step_flops(model: ml_collections.ConfigDict, batch: int, window: int,
                     num_classes: int) -> float:
   """Multiply-adds x 2 of one forward and backward step of the character LSTM, from its gate

@@ -14,5 +14,5 @@ def get_config() -> ml_collections.ConfigDict:
   c = mnist_fedprox.get_config()
   c.algorithm.name = 'fednova'
   c.algorithm.mu = 0.0
-  c.client.learning_rate = 0.003
+  c.client.learning_rate = 0.001
   return c

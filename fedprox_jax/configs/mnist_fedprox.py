@@ -16,6 +16,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_every = 1  # Evaluate before round 1, every eval_every rounds, and after the last round.
   c.checkpoint_every = 10  # With a workdir: save the server state every this many rounds + last.
   c.checkpoint_keep = 3  # Checkpoints kept (the latest ones).
+  c.draws_version = 2  # How cohorts, local splits and synthetic data are drawn (2: Floyd's
+  #                      sampler, one-sort splits). Not a choice: a run resumes only under the
+  #                      draws it began with, and this release has these.
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'mnist'  # The task: 'mnist' or 'synthetic' (fedprox_jax/tasks/).
@@ -68,12 +71,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.chunk_size = 0  # Examples per evaluation chunk (bounds memory); 0 chooses by model.
   c.eval.dissimilarity = False  # Also the paper's variance of local gradients at the global model.
   c.eval.clients = 0  # Evaluate every client's data (0), or k clients drawn afresh each time.
+  c.eval.full_every = 0  # With eval.clients: every client at rounds that are multiples of this
+  #                        (round 0 included); 0: never. A multiple of eval_every.
 
   c.compute = ml_collections.ConfigDict()
   c.compute.num_lanes = 0  # Parallel client lanes; 0 chooses from the devices.
   c.compute.cpu_devices = 2  # CPU-only machines: devices to split the CPU into; 0 = one per core.
   #                            Two lanes halve a round of 10 clients; more would mostly wait on
   #                            the round's largest client.
+  c.compute.client_data = 'auto'  # 'replicated' on every device, or 'per_round': once a process,
+  #                                 the cohort's rows gathered each round (engine/cohort_rows.py).
   c.compute.distributed = False  # Join a multi-process run (jax.distributed) first.
   c.compute.coordinator_address = ''  # host:port of process 0; '' = from the cluster (SLURM...).
   c.compute.num_processes = 0  # Processes in the run; 0 = from the cluster's environment.

@@ -67,11 +67,16 @@ def shape_of(tree, sharding):
                       tree)
 
 
-def place_data(data: FederatedData, layout: Layout):
-  """(client data on every device, eval sets on the first one, client of each training row).
-  Evaluation reuses the first device's copy of the training data."""
-  client_data = ClientData(*jax.device_put(tuple(host_client_data(data)), layout.replicated))
-  sets = {'train': (client_data.x.addressable_data(0), client_data.y.addressable_data(0))}
+def place_data(data: FederatedData, layout: Layout, replicate: bool = True):
+  """(client data, eval sets on the first device, client of each training row). The client data
+  are on every device (`replicate`), else on the first device alone (engine/cohort_rows.py);
+  evaluation reuses the first device's copy of the training data."""
+  if replicate:
+    client_data = ClientData(*jax.device_put(tuple(host_client_data(data)), layout.replicated))
+    sets = {'train': (client_data.x.addressable_data(0), client_data.y.addressable_data(0))}
+  else:
+    client_data = ClientData(*jax.device_put(tuple(host_client_data(data)), layout.eval_device))
+    sets = {'train': (client_data.x, client_data.y)}
   for name, arrays in eval_sets(data).items():
     if name != 'train':
       sets[name] = jax.device_put(arrays, layout.eval_device)

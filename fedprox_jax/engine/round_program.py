@@ -9,12 +9,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fedprox_jax.algorithms.base import Algorithm
 from fedprox_jax.core import lanes as lanes_lib
 from fedprox_jax.core import packing
 from fedprox_jax.core.cohort import Cohort
-from fedprox_jax.core.cohort import client_weights
 from fedprox_jax.engine import server as server_lib
 from fedprox_jax.tasks.models import ApplyFn
 
@@ -35,15 +35,18 @@ def make_train_cohort(algorithm: Algorithm,
                       num_lanes: int,
                       max_epochs: int,
                       mesh: jax.sharding.Mesh | None = None):
-  """Builds train_cohort(server, hp, cohort, client_states, data) -> (server, client_states, stats)
-  for R runs: `client_states` are the cohort's own [R, K, ...] (None without client state).
+  """Builds train_cohort(server, hp, cohort, client_states, data, population_weight) ->
+  (server, client_states, stats) for R runs: `client_states` are the cohort's own [R, K, ...] (None
+  without client state); `data` holds at least the cohort's rows, `population_weight` [R] is
+  sum_j q_j over every client (engine/cohort_rows.py: `data` may hold the cohort's rows alone).
 
   With a `mesh` (one axis, 'lanes'), each device runs its share of the lanes as its own loop
   (shard_map): nothing crosses devices until the final sums, and a device's program is the
   single-device one, whatever the model.
   """
 
-  def train_cohort(server: server_lib.ServerState, hp: dict, cohort: Cohort, client_states, data):
+  def train_cohort(server: server_lib.ServerState, hp: dict, cohort: Cohort, client_states, data,
+                   population_weight):
     num_runs, k = cohort.clients.shape
     num_jobs = num_runs * k
     jobs = packing.make_jobs(cohort, data.sizes, data.offsets, batch_size, max_epochs)
@@ -66,10 +69,8 @@ def make_train_cohort(algorithm: Algorithm,
     sums = jax.tree.map(lambda a: a.sum(0), sums)
     aggregated = jnp.where(jobs.weight[:num_jobs] > 0, jobs.weight[:num_jobs], 0.0)
     weight = jax.ops.segment_sum(aggregated, jobs.run[:num_jobs], num_runs)
-    population = jax.vmap(
-        lambda by_batches: client_weights(data.sizes, batch_size, by_batches).sum())(
-            hp['weight_by_batches'])
-    new_server = server_lib.update(algorithm, optimizer, server, sums, weight, population, hp)
+    new_server = server_lib.update(algorithm, optimizer, server, sums, weight, population_weight,
+                                   hp)
     if client_states is not None:  # Each job's state comes from the one lane that ran it.
       worked = jobs.steps[:num_jobs] > 0
       client_states = jax.tree.map(
@@ -88,3 +89,11 @@ def make_train_cohort(algorithm: Algorithm,
     return new_server, client_states, stats
 
   return train_cohort
+
+
+def population_weight(sizes: np.ndarray, batch_size: int, weight_by_batches) -> np.ndarray:
+  """sum_j q_j over every client, for each run ([R] from weight_by_batches [R]): counted in int64
+  on the host (exact whatever the population), as cohort.client_weights weighs a client."""
+  sizes = np.asarray(sizes, np.int64)
+  by_batches = np.asarray(weight_by_batches, bool)
+  return np.where(by_batches, (-(-sizes // batch_size)).sum(), sizes.sum()).astype(np.float32)

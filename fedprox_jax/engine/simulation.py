@@ -6,6 +6,7 @@ hyperparameters, straggler model, FedAvg's dropping) is data, so all runs share 
 program.
 """
 import ctypes
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ import numpy as np
 
 from fedprox_jax import algorithms
 from fedprox_jax.core import cohort as cohort_lib
+from fedprox_jax.engine import cohort_rows
 from fedprox_jax.engine import evaluation
 from fedprox_jax.engine import placement
 from fedprox_jax.engine import round_program
@@ -77,9 +79,25 @@ class Simulation:
         replicated)
     self.client_states = (ClientStates(self.algorithm, initial_params, data.num_clients, replicated)
                           if self.algorithm.init_client_state else None)
+    self.client_data_mode = cohort_rows.choose(c.compute.client_data, jax.devices(),
+                                               data.train_sizes, c.clients_per_round, len(runs))
+    if self.client_data_mode == 'per_round' and c.compute.client_data == 'auto':
+      logging.info(
+          'Client data: held once by each process, the cohort\'s rows gathered each '
+          'round (compute.client_data=per_round; replicated would copy them to each of '
+          'the %d devices)', len(jax.local_devices()))
+    if len(data.train_y) >= 2**31:  # Rows are indexed in int32 on the device.
+      raise ConfigError(f'config.data gives {len(data.train_y):,} training examples, more than '
+                        f'2^31 - 1, the most this simulator indexes: use fewer or smaller clients')
+    self.population_weight = jax.device_put(
+        round_program.population_weight(data.train_sizes, c.client.batch_size,
+                                        stacked_hp(runs)['weight_by_batches']), replicated)
+    self._sizes = jax.device_put(data.train_sizes, replicated)  # What cohorts are drawn from.
+    self.num_clients = data.num_clients
     self._compile(data)
     _return_freed_memory()
-    self.client_data, self.eval_sets, self._train_client = placement.place_data(data, self.layout)
+    self.client_data, self.eval_sets, self._train_client = placement.place_data(
+        data, self.layout, replicate=self.client_data_mode == 'replicated')
 
   @property
   def initial_params(self):
@@ -105,11 +123,21 @@ class Simulation:
       keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(round_keys, round_index)
       return sample(keys, sizes, hp)
 
-    client_shapes = placement.shape_of(placement.host_client_data(data), layout.replicated)
     self._sample = jax.jit(sample_round).lower(jnp.int32(0), self._round_keys, self.hp,
-                                               client_shapes.sizes).compile()
+                                               self._sizes).compile()
     cohort_shape = jax.eval_shape(sample_round, jnp.int32(0), self._round_keys, self.hp,
-                                  client_shapes.sizes)
+                                  self._sizes)
+    client_shapes = placement.shape_of(placement.host_client_data(data), layout.replicated)
+    self._gather = None
+    if self.client_data_mode == 'per_round':
+      # The rounds see the cohort's rows alone; the gather reads them on the first device.
+      local_shapes = placement.shape_of(placement.host_client_data(data), layout.eval_device)
+      num_rows = cohort_rows.rows_per_round(data.train_sizes, c.clients_per_round, len(self.runs))
+      gather = cohort_rows.make_gather(num_rows)
+      self._gather = jax.jit(gather).lower(
+          placement.shape_of(cohort_shape.clients, layout.eval_device), local_shapes).compile()
+      client_shapes = placement.shape_of(
+          jax.eval_shape(gather, cohort_shape.clients, local_shapes)[0], layout.replicated)
     states_shape = (self.client_states.cohort_shape(c.clients_per_round)
                     if self.client_states else None)
     self.traces = 0  # How often the round program was traced: once, whatever the cohorts.
@@ -126,18 +154,23 @@ class Simulation:
       return train_cohort(*args)
 
     self._round = jax.jit(round_fn).lower(self.initial_server, self.hp,
-                                          placement.shape_of(cohort_shape, layout.replicated),
-                                          states_shape, client_shapes).compile()
+                                          placement.shape_of(cohort_shape,
+                                                             layout.replicated), states_shape,
+                                          client_shapes, self.population_weight).compile()
     eval_shapes = placement.shape_of(placement.eval_sets(data), layout.eval_device)
-    chunk = evaluation.chunk_size(c)
     self._eval_sample = (ClientSample(data, c.eval.clients, c.data.seed)
                          if 0 < c.eval.clients < data.num_clients else None)
-    self._evaluate = evaluation.make_evaluate(
-        self.apply_fn, chunk, data.num_clients if c.eval.dissimilarity else 0).lower(
-            jax.device_put(placement.local_copy(self.initial_params), layout.eval_device),
-            eval_shapes,
-            jax.ShapeDtypeStruct((len(data.train_y),), jnp.int32, sharding=layout.eval_device),
-            self._eval_sample.shapes(layout.eval_device) if self._eval_sample else {}).compile()
+    evaluate = evaluation.make_evaluate(self.apply_fn, evaluation.chunk_size(c),
+                                        data.num_clients if c.eval.dissimilarity else 0)
+    params_shape = jax.device_put(placement.local_copy(self.initial_params), layout.eval_device)
+    train_client_shape = jax.ShapeDtypeStruct((len(data.train_y),),
+                                              jnp.int32,
+                                              sharding=layout.eval_device)
+    compile_eval = lambda selections: evaluate.lower(params_shape, eval_shapes, train_client_shape,
+                                                     selections).compile()
+    self._evaluate_all = (compile_eval({}) if not self._eval_sample or c.eval.full_every else None)
+    self._evaluate_sample = (compile_eval(self._eval_sample.shapes(layout.eval_device))
+                             if self._eval_sample else None)
 
   def with_mu(self, mu: np.ndarray) -> dict:
     """The runs' hyperparameters with mu [R] replaced (it is data: no recompile)."""
@@ -145,15 +178,24 @@ class Simulation:
 
   def sample(self, round_index: int, hp: dict | None = None) -> cohort_lib.Cohort:
     """The cohorts that round `round_index` trains, one per run (what run_round draws)."""
-    return self._sample(jnp.int32(round_index), self._round_keys, hp or self.hp,
-                        self.client_data.sizes)
+    return self._sample(jnp.int32(round_index), self._round_keys, hp or self.hp, self._sizes)
 
   def run_round(self, server: server_lib.ServerState, round_index: int, hp: dict | None = None):
     """One round of every run: (new server state [R], stats with [R] entries)."""
     hp = hp or self.hp
     cohort = self.sample(round_index, hp)
     states = self.client_states.gather(cohort.clients) if self.client_states else None
-    server, states, stats = self._round(server, hp, cohort, states, self.client_data)
+    round_cohort, round_data = cohort, self.client_data
+    if self._gather:
+      clients = jax.device_put(placement.local_copy(cohort.clients), self.layout.eval_device)
+      # Every process gathered the same rows: each hands its own copy to its devices (a plain
+      # device_put onto other processes' devices would check them equal across processes).
+      round_data, slots = jax.tree.map(
+          lambda a: jax.make_array_from_process_local_data(self.layout.replicated, a, a.shape),
+          jax.device_get(self._gather(clients, self.client_data)))
+      round_cohort = cohort_rows.for_round(cohort, slots)
+    server, states, stats = self._round(server, hp, round_cohort, states, round_data,
+                                        self.population_weight)
     if self.client_states:
       self.client_states.scatter(cohort.clients, states)
     return server, stats
@@ -162,11 +204,26 @@ class Simulation:
     """A server state of host arrays (a restored checkpoint) on the rounds' devices."""
     return jax.device_put(host_state, self.layout.replicated)
 
+  def evaluates_all(self, round_index: int) -> bool:
+    """Whether the evaluation of `round_index` covers every client (else eval.clients of them):
+    always without eval.clients; with it, rounds that are multiples of eval.full_every (a
+    schedule of the round alone, so a run extended on resumption records what a longer run
+    would)."""
+    every = self.config.eval.full_every
+    return not self._eval_sample or (every > 0 and round_index % every == 0)
+
   def evaluate(self, params, round_index: int = 0) -> dict[str, np.ndarray]:
     """Loss and accuracy of every run's global model on each dataset (on the clients drawn for
-    `round_index` with eval.clients), as [R] arrays."""
-    selections = (jax.device_put(self._eval_sample.draw(round_index), self.layout.eval_device)
-                  if self._eval_sample else {})
-    out = self._evaluate(jax.device_put(placement.local_copy(params), self.layout.eval_device),
-                         self.eval_sets, self._train_client, selections)
-    return {k: np.asarray(v) for k, v in out.items()}
+    `round_index` with eval.clients, and then how many in 'eval/clients'), as [R] arrays."""
+    local_params = jax.device_put(placement.local_copy(params), self.layout.eval_device)
+    if self.evaluates_all(round_index):
+      out = self._evaluate_all(local_params, self.eval_sets, self._train_client, {})
+    else:
+      out = self._evaluate_sample(
+          local_params, self.eval_sets, self._train_client,
+          jax.device_put(self._eval_sample.draw(round_index), self.layout.eval_device))
+    out = {k: np.asarray(v) for k, v in out.items()}
+    if self.config.eval.clients:
+      evaluated = self.num_clients if self.evaluates_all(round_index) else self._eval_sample.k
+      out['eval/clients'] = np.full(len(self.runs), evaluated, np.int32)
+    return out

@@ -11,7 +11,9 @@ from fedprox_jax import config_fields
 from fedprox_jax import tasks
 from fedprox_jax.algorithms import server_optimizers
 from fedprox_jax.config_fields import require
+from fedprox_jax.core.cohort import DRAWS_VERSION
 from fedprox_jax.engine import client_states
+from fedprox_jax.engine import cohort_rows
 from fedprox_jax.tasks import models
 
 # Values of the fields that only some algorithms or server optimizers read: set elsewhere than
@@ -32,6 +34,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   config_fields.check_seed(c.seed, 'seed')
   require(1 <= c.num_rounds <= MAX_ROUNDS, 'num_rounds',
           f'= {c.num_rounds} must be in [1, {MAX_ROUNDS}]')
+  require(
+      c.draws_version == DRAWS_VERSION, 'draws_version',
+      f'= {c.draws_version}: this release draws cohorts, splits and synthetic data as version '
+      f'{DRAWS_VERSION} only; use the release that wrote the run')
   require(c.eval_every >= 1, 'eval_every', f'= {c.eval_every} must be >= 1')
   require(c.checkpoint_every >= 1, 'checkpoint_every', f'= {c.checkpoint_every} must be >= 1')
   require(c.checkpoint_keep >= 1, 'checkpoint_keep', f'= {c.checkpoint_keep} must be >= 1')
@@ -55,10 +61,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
           f'= {c.stragglers.fraction} must be in [0, 1]')
   config_fields.one_of(c, 'stragglers.mode', ('random', 'fixed'))
   require(c.eval.clients >= 0, 'eval.clients', f'= {c.eval.clients} must be >= 0 (0: every client)')
+  require(c.eval.full_every >= 0, 'eval.full_every', f'= {c.eval.full_every} must be >= 0')
+  require(c.eval.full_every == 0 or c.eval.clients > 0, 'eval.full_every',
+          f'= {c.eval.full_every} needs eval.clients > 0 (without it every evaluation is full)')
+  require(c.eval.full_every % c.eval_every == 0, 'eval.full_every',
+          f'= {c.eval.full_every} must be a multiple of eval_every = {c.eval_every}')
   require(c.eval.chunk_size >= 0, 'eval.chunk_size',
           f'= {c.eval.chunk_size} must be >= 0 (0 chooses)')
   require(c.compute.cpu_devices >= 0, 'compute.cpu_devices',
           f'= {c.compute.cpu_devices} must be >= 0 (0: one per core)')
+  config_fields.one_of(c, 'compute.client_data', cohort_rows.MODES)
   require(c.compute.num_lanes >= 0, 'compute.num_lanes',
           f'= {c.compute.num_lanes} must be >= 0 (0 chooses)')
   check_client_state_fits(c, num_runs=1)
@@ -69,6 +81,10 @@ def _validate_algorithm(c: ml_collections.ConfigDict) -> None:
   require(c.algorithm.mu >= 0, 'algorithm.mu', f'= {c.algorithm.mu} must be >= 0')
   require(not c.algorithm.adaptive_mu or c.eval_every == 1, 'eval_every',
           f'= {c.eval_every}: algorithm.adaptive_mu needs the training loss of every round (1)')
+  require(
+      not c.algorithm.adaptive_mu or not c.eval.full_every, 'eval.full_every',
+      f'= {c.eval.full_every}: algorithm.adaptive_mu compares each round\'s training loss with '
+      'the last, which full evaluations among sampled ones would make jump; set it to 0')
   config_fields.one_of(c, 'algorithm.weighting', ('examples', 'batches'))
   config_fields.one_of(c, 'server.optimizer', tuple(server_optimizers.OPTIMIZERS))
   s = c.server

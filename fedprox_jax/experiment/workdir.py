@@ -30,6 +30,8 @@ ADDED_FIELDS = {
     'server.b2': 0.99,
     'server.eps': 1e-3,
     'eval.clients': 0,
+    'eval.full_every': 0,
+    'draws_version': 1,  # Runs begun before the field drew cohorts with jax.random.choice.
 }
 
 

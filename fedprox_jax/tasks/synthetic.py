@@ -1,10 +1,12 @@
 """Synthetic(alpha, beta) and Synthetic-IID, the FedProx paper's generated federated data.
 
-Device k has lognormal(4, 2) + 50 examples. Its model is W_k ~ N(u_k, 1) (dim x classes),
-b_k ~ N(u_k, 1) with u_k ~ N(0, alpha): alpha sets how much local models differ. Its inputs are
-x ~ N(v_k, Sigma), Sigma diagonal with Sigma_jj = j^-1.2, v_k ~ N(B_k, 1) with B_k ~ N(0, beta):
-beta sets how much local data differ. y = argmax(softmax(x W_k + b_k)). The IID variant shares one
-W, b ~ N(0, 1) and has v = 0. As in the paper's code, alpha and beta are standard deviations.
+Device k has lognormal(4, 2) + 50 examples (data.size_log_mean, size_log_sigma, min_examples;
+data.max_examples bounds them, for populations of millions). Its model is W_k ~ N(u_k, 1)
+(dim x classes), b_k ~ N(u_k, 1) with u_k ~ N(0, alpha): alpha sets how much local models differ.
+Its inputs are x ~ N(v_k, Sigma), Sigma diagonal with Sigma_jj = j^-1.2, v_k ~ N(B_k, 1) with
+B_k ~ N(0, beta): beta sets how much local data differ. y = argmax(softmax(x W_k + b_k)). The IID
+variant shares one W, b ~ N(0, 1) and has v = 0. As in the paper's code, alpha and beta are
+standard deviations.
 Every device's examples are split 90/10 into local train and test. No download, no cache needed.
 """
 import ml_collections
@@ -15,31 +17,69 @@ from fedprox_jax.tasks.federated_data import FederatedData
 from fedprox_jax.tasks.federated_data import local_splits
 from fedprox_jax.tasks.task import Task
 
-MIN_EXAMPLES = 50  # Every device has lognormal(4, 2) + 50 examples.
+CHUNK = 4096  # Devices generated together: bounds the working memory, not the draws.
 
 
-def generate(*, alpha: float, beta: float, iid: bool, num_clients: int, dim: int, num_classes: int,
-             seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-  """(features [n_k, dim] float32, labels [n_k] int32) of every device."""
+def device_sizes(rng: np.random.Generator, num_clients: int, *, log_mean: float, log_sigma: float,
+                 min_examples: int, max_examples: int) -> np.ndarray:
+  """Examples of each device: lognormal(log_mean, log_sigma) + min_examples (the paper's
+  lognormal(4, 2) + 50), at most max_examples when that is > 0."""
+  sizes = rng.lognormal(log_mean, log_sigma, num_clients).astype(np.int64) + min_examples
+  return np.minimum(sizes, max_examples) if max_examples > 0 else sizes
+
+
+def labels_of(x: np.ndarray, device: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """argmax(x W_k + b_k) of each row with its own device's model (the argmax of the softmax is
+  the argmax of the logits); in blocks of rows, which bound the gathered models' memory."""
+  y = np.empty(len(x), np.int32)
+  for s in range(0, len(x), 32768):
+    d = device[s:s + 32768]
+    y[s:s + 32768] = np.argmax(np.einsum('rj,rjc->rc', x[s:s + 32768], w[d]) + b[d], axis=1)
+  return y
+
+
+def generate(*, alpha: float, beta: float, iid: bool, sizes_of, dim: int, num_classes: int,
+             seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(sizes [devices], features [sum(sizes), dim] float32, labels int32): every device's examples,
+  device after device; `sizes_of(rng)` draws the sizes first.
+
+  The draws are those of a loop over devices on one stream (the paper's generator): device k
+  draws W_k, b_k, v_k, then its examples' noise. A block of CHUNK devices takes all its normals
+  in one call and cuts them up by index, which gives the same numbers as the loop (a standard
+  normal draw at a time, shifted: N(m, 1) = m + N(0, 1)), with no Python object per device.
+  """
   rng = np.random.default_rng(seed)
-  sizes = rng.lognormal(4, 2, num_clients).astype(int) + MIN_EXAMPLES
-  u = rng.normal(0, alpha, num_clients)
-  big_b = rng.normal(0, beta, num_clients)
-  sigma = np.arange(1, dim + 1, dtype=np.float64)**-1.2
+  sizes = sizes_of(rng)
+  u = rng.normal(0, alpha, len(sizes))
+  big_b = rng.normal(0, beta, len(sizes))
+  scale = np.sqrt(np.arange(1, dim + 1, dtype=np.float64)**-1.2)  # Sigma_jj = j^-1.2.
   shared_w = rng.normal(0, 1, (dim, num_classes))
   shared_b = rng.normal(0, 1, num_classes)
-  devices = []
-  for k in range(num_clients):
+  model_draws = 0 if iid else dim * num_classes + num_classes + dim  # W_k, b_k, v_k.
+  x = np.empty((int(sizes.sum()), dim), np.float32)
+  y = np.empty(len(x), np.int32)
+  row = 0
+  for start in range(0, len(sizes), CHUNK):
+    n = sizes[start:start + CHUNK]
+    draws = model_draws + n * dim
+    z = rng.standard_normal(int(draws.sum()))
+    first = np.cumsum(draws) - draws  # Each device's first normal in z.
+    take = lambda offset, count: z[(first + offset)[:, None] + np.arange(count)]
     if iid:
-      w, b, v = shared_w, shared_b, np.zeros(dim)
+      w, b, v = shared_w[None], shared_b[None], np.zeros((1, dim))
     else:
-      w = rng.normal(u[k], 1, (dim, num_classes))
-      b = rng.normal(u[k], 1, num_classes)
-      v = rng.normal(big_b[k], 1, dim)
-    x = v + rng.normal(size=(sizes[k], dim)) * np.sqrt(sigma)
-    y = np.argmax(x @ w + b, axis=1)  # argmax of the softmax is argmax of the logits.
-    devices.append((x.astype(np.float32), y.astype(np.int32)))
-  return devices
+      w = (u[start:start + CHUNK, None] + take(0, dim * num_classes)).reshape(-1, dim, num_classes)
+      b = u[start:start + CHUNK, None] + take(dim * num_classes, num_classes)
+      v = big_b[start:start + CHUNK, None] + take(dim * num_classes + num_classes, dim)
+    own = np.repeat(np.arange(len(n)), n)  # The device of each row of the block.
+    position = np.arange(len(own)) - np.repeat(np.cumsum(n) - n, n)  # The row's place in it.
+    noise = z[(first[own] + model_draws + position * dim)[:, None] + np.arange(dim)]
+    model = np.zeros_like(own) if iid else own  # Whose W, b and v the row has.
+    block_x = v[model] + noise * scale
+    y[row:row + len(own)] = labels_of(block_x, model, w, b)
+    x[row:row + len(own)] = block_x
+    row += len(own)
+  return sizes, x, y
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -51,30 +91,44 @@ def validate(c: ml_collections.ConfigDict) -> None:
   require(d.num_classes >= 2, 'data.num_classes', f'= {d.num_classes} must be >= 2')
   require(0 < d.train_fraction < 1, 'data.train_fraction',
           f'= {d.train_fraction} must be in (0, 1)')
+  require(d.min_examples >= 2, 'data.min_examples', f'= {d.min_examples} must be >= 2')
+  require(d.max_examples == 0 or d.max_examples >= d.min_examples, 'data.max_examples',
+          f'= {d.max_examples} must be 0 (no bound) or >= data.min_examples = {d.min_examples}')
+  require(d.size_log_sigma >= 0, 'data.size_log_sigma', f'= {d.size_log_sigma} must be >= 0')
   require(
-      int(d.train_fraction * MIN_EXAMPLES) >= 1, 'data.train_fraction',
-      f'= {d.train_fraction} leaves devices of {MIN_EXAMPLES} examples no training data')
+      int(d.train_fraction * d.min_examples) >= 1, 'data.train_fraction',
+      f'= {d.train_fraction} leaves devices of {d.min_examples} examples no training data')
   require(c.model.name == 'logistic_regression', 'model.name',
           f"= {c.model.name!r}: synthetic data have no image shape; use 'logistic_regression'")
 
 
 def load(c: ml_collections.ConfigDict) -> FederatedData:
   """The federated dataset of config.data (name 'synthetic'), split 90/10 on every device."""
-  devices = generate(alpha=c.alpha,
-                     beta=c.beta,
-                     iid=c.iid,
-                     num_clients=c.num_clients,
-                     dim=c.dim,
-                     num_classes=c.num_classes,
-                     seed=c.seed)
-  splits = local_splits([len(y) for _, y in devices], c.train_fraction, c.seed)
-  part = lambda which, i: np.concatenate([d[i][s[which]] for d, s in zip(devices, splits)])
-  return FederatedData(train_x=part(0, 0),
-                       train_y=part(0, 1),
-                       train_sizes=np.array([len(s[0]) for s in splits], np.int32),
-                       local_test_x=part(1, 0),
-                       local_test_y=part(1, 1),
-                       local_test_sizes=np.array([len(s[1]) for s in splits], np.int32),
+  sizes_of = lambda rng: device_sizes(rng,
+                                      c.num_clients,
+                                      log_mean=c.size_log_mean,
+                                      log_sigma=c.size_log_sigma,
+                                      min_examples=c.min_examples,
+                                      max_examples=c.max_examples)
+  sizes, x, y = generate(alpha=c.alpha,
+                         beta=c.beta,
+                         iid=c.iid,
+                         sizes_of=sizes_of,
+                         dim=c.dim,
+                         num_classes=c.num_classes,
+                         seed=c.seed)
+  train_rows, test_rows, train_sizes = local_splits(sizes, c.train_fraction, c.seed)
+  # Rows are taken in order of the sorted split; x[rows] copies, so free x before the test set.
+  train_x, train_y = x[train_rows], y[train_rows]
+  del train_rows
+  local_test_x, local_test_y = x[test_rows], y[test_rows]
+  del x, y
+  return FederatedData(train_x=train_x,
+                       train_y=train_y,
+                       train_sizes=train_sizes,
+                       local_test_x=local_test_x,
+                       local_test_y=local_test_y,
+                       local_test_sizes=(sizes - train_sizes).astype(np.int32),
                        test_x=np.zeros((0, c.dim), np.float32),
                        test_y=np.zeros(0, np.int32),
                        num_classes=c.num_classes)

@@ -11,7 +11,7 @@ rounds 91-100):
 
     python -m fedprox_jax.sweep --config=configs/mnist_fedprox.py --config.seed=100 \
         --sweep=configs/sweeps/mnist_algorithms.py:tune --workdir=/tmp/algorithms_tune
-    python scripts/compare_algorithms.py tune /tmp/algorithms_tune
+    python scripts/pick_tuned.py /tmp/algorithms_tune
 """
 import ml_collections
 
@@ -28,13 +28,13 @@ GRIDS = {
     'fedadagrad': [0.003, 0.01, 0.03, 0.1],  # server.learning_rate
 }
 # scripts/pick_tuned.py on the tuning sweep (mean test accuracy, rounds 91-100):
-#   fedavg_drop 0.757 0.756 0.739 0.734 | fedprox 0.811 0.816 0.818 0.818 | fednova 0.844 0.850
-#   0.838 0.814 | scaffold 0.861 0.867 0.860 0.848 | fedavgm 0.793 0.831 0.748 0.718 | fedadam
-#   0.742 0.836 0.801 0.701 | fedyogi 0.731 0.835 0.812 0.704 | fedadagrad 0.770 0.845 0.796 0.710
+#   fedavg_drop 0.786 0.781 0.763 0.745 | fedprox 0.846 0.849 0.850 0.847 | fednova 0.873 0.873
+#   0.853 0.821 | scaffold 0.872 0.876 0.869 0.858 | fedavgm 0.781 0.848 0.844 0.736 | fedadam
+#   0.710 0.848 0.843 0.806 | fedyogi 0.698 0.846 0.845 0.823 | fedadagrad 0.742 0.858 0.849 0.816
 CHOSEN = {
     'fedavg_drop': 0.001,
     'fedprox': 4.0,
-    'fednova': 0.003,
+    'fednova': 0.001,
     'scaffold': 0.003,
     'fedavgm': 0.03,
     'fedadam': 0.001,

@@ -31,13 +31,13 @@ GRIDS = {
     'fedadagrad': [0.03, 0.1, 0.3, 1.0],  # server.learning_rate
 }
 # scripts/pick_tuned.py on the tuning sweep (mean training loss, rounds 191-200):
-#   fedavg_drop 0.470 0.395 0.400 0.583 | fedprox 0.360 0.341 0.343 0.373 | fednova 0.301 0.273
-#   0.273 0.468 | scaffold 0.336 0.293 0.271 0.545 | fedavgm 0.643 0.401 0.309 0.394 | fedadam
-#   0.314 0.281 0.483 1.207 | fedyogi 0.327 0.279 0.375 0.455 | fedadagrad 0.541 0.318 0.273 0.290
+#   fedavg_drop 0.489 0.424 0.444 0.574 | fedprox 0.352 0.333 0.336 0.367 | fednova 0.296 0.266
+#   0.250 0.349 | scaffold 0.334 0.290 0.280 1.097 | fedavgm 0.639 0.387 0.290 0.400 | fedadam
+#   0.295 0.271 0.510 1.478 | fedyogi 0.308 0.266 0.341 0.823 | fedadagrad 0.519 0.298 0.261 0.308
 CHOSEN = {
     'fedavg_drop': 0.001,
     'fedprox': 0.3,
-    'fednova': 0.003,
+    'fednova': 0.01,
     'scaffold': 0.003,
     'fedavgm': 0.3,
     'fedadam': 0.03,
