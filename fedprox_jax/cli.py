@@ -13,6 +13,7 @@ from absl import logging
 from fedprox_jax import config_fields
 from fedprox_jax import configs as presets
 from fedprox_jax import errors
+from fedprox_jax import quiet
 from fedprox_jax import signals
 
 
@@ -187,6 +188,7 @@ def run(main,
   the process first joins the others; all but the first then log warnings and errors only."""
   sys.unraisablehook = _quiet_closed_event_loops(sys.unraisablehook)
   signals.install()
+  quiet.install()  # Before joining other processes: JAX's notes on it come then.
   again = f'rerun the same command with --workdir={workdir}' if chosen else 'rerun the same command'
   reword = lambda message: str(message).replace('rerun the same command', again)
   lines = True  # Whether this process speaks for the run (all but the first of several do not).

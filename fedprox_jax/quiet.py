@@ -1,7 +1,7 @@
 """Library chatter that tells a user nothing, kept out of the log (absl's --verbosity=1 brings it
 back): orbax's note of every file it writes, TFDS's notes and progress bars, JAX's search for a
-TPU, matplotlib's font cache, and asyncio's and orbax's tracebacks of a checkpoint save whose
-failure fedprox_jax reports itself in one line.
+TPU and its notes on joining a multi-process run, matplotlib's font cache, and asyncio's and
+orbax's tracebacks of a checkpoint save whose failure fedprox_jax reports itself in one line.
 """
 import logging
 import os
@@ -14,6 +14,7 @@ _QUIETED = (
     ('/orbax/', logging.WARNING, ('raised an exception',)),
     ('/tensorflow_datasets/', logging.WARNING, ()),
     ('/jax/_src/xla_bridge.py', logging.WARNING, ()),
+    ('/jax/_src/distributed.py', logging.WARNING, ()),
     ('asyncio', logging.NOTSET, ('exception was never retrieved',)),
     ('matplotlib.font_manager', logging.WARNING, ()),  # 'generated new fontManager', once.
 )
@@ -43,7 +44,8 @@ def install() -> None:
   oneDNN optimisations are on, printed at import, is kept away too."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
-  for name in ('absl', 'asyncio', 'jax._src.xla_bridge', 'matplotlib.font_manager'):
+  for name in ('absl', 'asyncio', 'jax._src.xla_bridge', 'jax._src.distributed',
+               'matplotlib.font_manager'):
     logger = logging.getLogger(name)
     if _FILTER not in logger.filters:
       logger.addFilter(_FILTER)

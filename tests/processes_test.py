@@ -66,6 +66,7 @@ def test_two_processes_equal_one_process_with_two_devices(mnist_env, tmp_path):
   _, err = launched.communicate(timeout=600)
   assert launched.returncode == 0, err[-3000:]
   assert 'Results in' in err and err.count('Results in') == 1  # Process 0 alone speaks...
+  assert 'libtpu' not in err and 'distributed service' not in err  # ...without JAX's chatter...
   two = _records(tmp_path / 'two')
   assert [r['round'] for r in two] == list(range(13))
   assert two == _one_process(env, root, tmp_path / 'one', 12)  # ...and writes: bit for bit.

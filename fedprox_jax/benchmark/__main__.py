@@ -246,13 +246,15 @@ def _print_populations(results: dict) -> None:
   print(f'configs/synthetic.py:large by population ({os.cpu_count()} CPUs; medians of '
         f'{_POPULATION_ROUNDS.value} rounds; evaluation of {rows[-1]["eval_clients"]} sampled '
         'devices, or all when fewer):')
-  print(f'{"devices":>10s}{"examples":>13s}{"data GB":>9s}{"client data":>13s}{"data s":>8s}'
-        f'{"setup s":>9s}{"ms/round":>10s}{"+eval ms":>10s}{"full eval s":>13s}'
+  print('columns: data generated and split (s), compile + place (s), training round (ms), '
+        'round + evaluation (ms), every device evaluated (s)')
+  print(f'{"devices":>10s}{"examples":>13s}{"data GB":>9s}{"client data":>13s}{"data":>8s}'
+        f'{"compile":>9s}{"train":>10s}{"train+eval":>12s}{"all eval":>11s}'
         f'{"peak RSS GB":>13s}')
   for r in rows:
     print(f'{r["clients"]:>10,d}{r["examples"]:>13,d}{r["data_gb"]:>9.2f}{r["client_data"]:>13s}'
           f'{r["data_s"]:>8.1f}{r["setup_s"]:>9.1f}{r["train_round_s"] * 1e3:>10.2f}'
-          f'{r["round_with_eval_s"] * 1e3:>10.2f}{r["full_eval_s"]:>13.2f}'
+          f'{r["round_with_eval_s"] * 1e3:>12.2f}{r["full_eval_s"]:>11.2f}'
           f'{r["peak_rss_mb"] / 1024:>13.2f}')
   first, last = rows[0], rows[-1]
   print(f'  {last["clients"]:,d} against {first["clients"]:,d} devices: training round '

@@ -37,7 +37,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   require(
       c.draws_version == DRAWS_VERSION, 'draws_version',
       f'= {c.draws_version}: this release draws cohorts, splits and synthetic data as version '
-      f'{DRAWS_VERSION} only; use the release that wrote the run')
+      f'{DRAWS_VERSION} only (a run begun under other draws needs the release that began it)')
   require(c.eval_every >= 1, 'eval_every', f'= {c.eval_every} must be >= 1')
   require(c.checkpoint_every >= 1, 'checkpoint_every', f'= {c.checkpoint_every} must be >= 1')
   require(c.checkpoint_keep >= 1, 'checkpoint_keep', f'= {c.checkpoint_keep} must be >= 1')
