@@ -1,7 +1,6 @@
 """One run over two processes (jax.distributed on CPU, collectives through gloo), started by the
 launcher: the same records as one process with two devices (the same lanes), a process killed
 mid-run stops the other with one line, and the rerun resumes to the undisturbed records."""
-import json
 import signal
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import time
 import pytest
 
 from tests.conftest import REPO
+from tests.runs import records
 
 RUN = [
     '--config=mnist_fedprox', '--config.data.num_clients=100', '--config.clients_per_round=5',
@@ -38,14 +38,6 @@ def _launch(env, root, workdir, rounds, **kwargs):
                           **kwargs)
 
 
-def _records(workdir):
-  """The records without their timings."""
-  lines = (workdir / 'metrics.jsonl').read_text().splitlines()
-  return [{
-      k: v for k, v in json.loads(line).items() if not k.startswith('time/')
-  } for line in lines]
-
-
 def _one_process(env, root, workdir, rounds):
   result = subprocess.run([
       sys.executable, '-m', 'fedprox_jax.run', *_flags(root, workdir, rounds),
@@ -57,7 +49,7 @@ def _one_process(env, root, workdir, rounds):
                           text=True,
                           timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  return _records(workdir)
+  return records(workdir)
 
 
 def test_two_processes_equal_one_process_with_two_devices(mnist_env, tmp_path):
@@ -67,7 +59,7 @@ def test_two_processes_equal_one_process_with_two_devices(mnist_env, tmp_path):
   assert launched.returncode == 0, err[-3000:]
   assert 'Results in' in err and err.count('Results in') == 1  # Process 0 alone speaks...
   assert 'libtpu' not in err and 'distributed service' not in err  # ...without JAX's chatter...
-  two = _records(tmp_path / 'two')
+  two = records(tmp_path / 'two')
   assert [r['round'] for r in two] == list(range(13))
   assert two == _one_process(env, root, tmp_path / 'one', 12)  # ...and writes: bit for bit.
   assert sorted(p.name for p in (tmp_path / 'two' / 'checkpoints').iterdir()) == ['12', '4', '8']
@@ -99,7 +91,7 @@ def test_a_killed_process_stops_the_other_and_the_rerun_resumes(mnist_env, tmp_p
   assert any('another process of the run stopped' in line or
              'process 1 of the run was killed by signal 9' in line for line in lines), err[-3000:]
   assert all('rerun the same command to resume' in line for line in lines), lines
-  done = len(_records(workdir))
+  done = len(records(workdir))
   assert done < 81  # Stopped before the end...
 
   rerun = _launch(env, root, workdir, 80)
@@ -107,7 +99,7 @@ def test_a_killed_process_stops_the_other_and_the_rerun_resumes(mnist_env, tmp_p
   assert rerun.returncode == 0, err[-3000:]
   assert 'Resuming from the checkpoint of round' in err
   # ...and resumed to the records of an undisturbed run.
-  assert _records(workdir) == _one_process(env, root, tmp_path / 'undisturbed', 80)
+  assert records(workdir) == _one_process(env, root, tmp_path / 'undisturbed', 80)
 
 
 SWEEP = [
@@ -184,4 +176,4 @@ def test_ctrl_c_or_sigterm_stops_both_processes_after_the_same_round(mnist_env, 
   said = [line for line in err.splitlines() if line.startswith('interrupted after round')]
   assert len(said) == 1 and 'rerun the same command to resume' in said[0], err[-3000:]
   stopped_after = int(said[0].split()[3].rstrip(';'))
-  assert [r['round'] for r in _records(workdir)][-1] == stopped_after < 80
+  assert [r['round'] for r in records(workdir)][-1] == stopped_after < 80

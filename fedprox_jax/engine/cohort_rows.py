@@ -15,6 +15,7 @@ import numpy as np
 
 from fedprox_jax.core.cohort import Cohort
 from fedprox_jax.core.packing import ClientData
+from fedprox_jax.tasks.federated_data import most_rows
 
 MODES = ('auto', 'replicated', 'per_round')
 AUTO_SHARE = 0.01  # 'auto' gathers per round when a round's rows are at most this share.
@@ -22,8 +23,7 @@ AUTO_SHARE = 0.01  # 'auto' gathers per round when a round's rows are at most th
 
 def rows_per_round(sizes: np.ndarray, clients_per_round: int, num_runs: int) -> int:
   """The most training rows a round's cohorts can hold: R times the K largest clients'."""
-  largest = np.sort(np.asarray(sizes, np.int64))[::-1][:clients_per_round]
-  return int(largest.sum()) * num_runs
+  return most_rows(sizes, clients_per_round) * num_runs
 
 
 def choose(mode: str, devices, sizes: np.ndarray, clients_per_round: int, num_runs: int) -> str:

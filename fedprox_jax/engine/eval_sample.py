@@ -6,6 +6,7 @@ import jax
 import numpy as np
 
 from fedprox_jax.tasks.federated_data import FederatedData
+from fedprox_jax.tasks.federated_data import most_rows
 
 _SETS = ('train', 'local_test')  # The datasets made of clients' rows.
 
@@ -18,7 +19,7 @@ class ClientSample:
     for name in _SETS:
       sizes = getattr(data, f'{name}_sizes')
       offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-      self.sets[name] = (offsets, sizes, int(np.sort(sizes)[::-1][:k].sum()))
+      self.sets[name] = (offsets, sizes, most_rows(sizes, k))
 
   def shapes(self, sharding) -> dict:
     return {

@@ -87,6 +87,12 @@ def check_partition(arrays: dict[str, np.ndarray], num_classes: int) -> None:
       raise ValueError(f'{name} holds labels outside 0..{num_classes - 1}')
 
 
+def most_rows(sizes: np.ndarray, k: int) -> int:
+  """The most rows that k of these clients hold together (the k largest): what a program that
+  reads any k clients' rows is shaped for."""
+  return int(np.sort(np.asarray(sizes, np.int64))[::-1][:k].sum())
+
+
 def statistics(sizes: np.ndarray) -> dict[str, float]:
   return dict(clients=int(len(sizes)),
               total=int(sizes.sum()),
