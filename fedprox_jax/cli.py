@@ -15,6 +15,7 @@ from fedprox_jax import configs as presets
 from fedprox_jax import errors
 from fedprox_jax import quiet
 from fedprox_jax import signals
+from fedprox_jax.experiment import workdir as workdir_lib
 
 
 def _one_line(e: BaseException) -> str:
@@ -147,18 +148,26 @@ def check_no_arguments(argv: list[str]) -> None:
     sys.exit(f'error: unexpected argument {argv[1]!r}: give every flag as --name=value')
 
 
-def choose_workdir(workdir: str | None, spec: str) -> str | None:
-  """--workdir as given; unset, a new folder under ./runs/ named by the config and the time; empty
-  (--workdir=), none (nothing is saved)."""
+def leads(config) -> bool:
+  """Whether this process may speak for the run: not one known to follow another's lead."""
+  return not (config.compute.distributed and config.compute.process_id > 0)
+
+
+def choose_workdir(workdir: str | None, spec: str, claim: bool = True) -> str | None:
+  """--workdir as given; unset, a new folder under ./runs/ named by the config and the time, made
+  here (`claim`) so that runs started in the same second each get their own; empty (--workdir=),
+  none (nothing is saved). A process that only follows the run's leader claims nothing."""
   if workdir is not None:
     return workdir or None
   path, _, argument = spec.partition(':')
   name = '-'.join(filter(None, [pathlib.Path(path).stem, argument]))
   base = pathlib.Path('runs') / f'{name}-{time.strftime("%Y%m%d-%H%M%S")}'
-  chosen, n = base, 2
-  while chosen.exists():
-    chosen, n = base.with_name(f'{base.name}-{n}'), n + 1
-  return str(chosen)
+  if not claim:
+    return str(base)
+  try:
+    return str(workdir_lib.claim_new(base))
+  except errors.ConfigError as e:
+    sys.exit(f'error: {e}')
 
 
 def _process_seconds() -> float:

@@ -1,4 +1,5 @@
 """Writing files so that a kill, a full disk or a reader never sees half of one."""
+import glob
 import hashlib
 import os
 import pathlib
@@ -6,9 +7,35 @@ import pathlib
 from fedprox_jax.errors import DataError
 
 
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except OSError:  # Another user's process, say: alive.
+    return True
+  return True
+
+
+def remove_stale_temporaries(path: pathlib.Path) -> None:
+  """Removes the temporary files that writers of `path` killed mid-write left beside it (those of
+  processes still running are theirs)."""
+  prefix = f'.{path.name}.'
+  try:
+    siblings = list(path.parent.glob(f'{glob.escape(prefix)}*.tmp'))
+  except OSError:
+    return
+  for tmp in siblings:
+    pid = tmp.name[len(prefix):-len('.tmp')]
+    if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+      tmp.unlink(missing_ok=True)
+
+
 def write_atomically(path: pathlib.Path, content: str | bytes) -> None:
   """Writes `content` to `path`: readers (and a kill) see the old file or the new, never half of
-  one; a failed write leaves the old file and no temporary one."""
+  one; a failed write leaves the old file and no temporary one, and the temporary files of earlier
+  writers that were killed mid-write go."""
+  remove_stale_temporaries(path)
   tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
   try:
     with open(tmp, 'wb') as f:

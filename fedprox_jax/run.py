@@ -34,7 +34,9 @@ _OVERWRITE = flags.DEFINE_bool(
 def main(argv):
   cli.check_no_arguments(argv)
   config = cli.config_value(_CONFIG, 'config')
-  workdir = cli.choose_workdir(_WORKDIR.value, flags.FLAGS['config'].config_filename)
+  workdir = cli.choose_workdir(_WORKDIR.value,
+                               flags.FLAGS['config'].config_filename,
+                               claim=cli.leads(config))
   cli.run(lambda: experiment.train_and_evaluate(config, workdir, _OVERWRITE.value),
           workdir,
           results='metrics.jsonl, summary.json, checkpoints/',

@@ -37,7 +37,9 @@ _OVERWRITE = flags.DEFINE_bool(
 def main(argv):
   cli.check_no_arguments(argv)
   base, sweep = cli.config_value(_CONFIG, 'config'), cli.config_value(_SWEEP, 'sweep')
-  workdir = cli.choose_workdir(_WORKDIR.value, flags.FLAGS['sweep'].config_filename)
+  workdir = cli.choose_workdir(_WORKDIR.value,
+                               flags.FLAGS['sweep'].config_filename,
+                               claim=cli.leads(base))
   cli.run(
       lambda: experiment.run_sweep(base, sweep, workdir, _OVERWRITE.value),
       workdir,

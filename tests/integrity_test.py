@@ -70,12 +70,17 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_its_rounds_recomputed(
   assert_same_run(undisturbed, run)
 
 
-def test_with_no_checkpoint_left_the_run_starts_from_round_0(undisturbed, tmp_path, caplog):
+def test_with_no_checkpoint_left_the_run_stops_rather_than_write_over_its_records(
+    undisturbed, tmp_path, caplog):
   run = copy_run(undisturbed, tmp_path)
   for step in (4, 8, 12):
     _alter_values(run / 'checkpoints' / str(step))
-  experiment.train_and_evaluate(small_config(), str(run))
+  log = (run / 'metrics.jsonl').read_bytes()
+  with pytest.raises(errors.LogError, match='holds records up to round 12, but no checkpoint'):
+    experiment.train_and_evaluate(small_config(), str(run))
   assert 'could be verified: starting from round 0' in caplog.text
+  assert (run / 'metrics.jsonl').read_bytes() == log
+  experiment.train_and_evaluate(small_config(), str(run), overwrite=True)  # The user's choice.
   assert_same_run(undisturbed, run)
 
 
@@ -128,15 +133,17 @@ def test_the_digest_covers_values_round_and_progress():
   assert checkpoint_state.digest(3, reshaped, {'real_steps': 5}) != base
 
 
-def test_a_checkpoint_of_another_config_is_set_aside(undisturbed, tmp_path, caplog):
+def test_a_checkpoint_of_another_config_stops_the_run(undisturbed, tmp_path):
   foreign = tmp_path / 'foreign'
   experiment.train_and_evaluate(small_config(seed=1), str(foreign))
   run = copy_run(undisturbed, tmp_path)
   shutil.rmtree(run / 'checkpoints' / '12')
   shutil.copytree(foreign / 'checkpoints' / '12', run / 'checkpoints' / '12')
-  experiment.train_and_evaluate(small_config(), str(run))
-  assert 'checkpoints/12 was made by another config; skipped' in caplog.text
-  assert_same_run(undisturbed, run)
+  log = (run / 'metrics.jsonl').read_bytes()
+  with pytest.raises(errors.CheckpointError, match='checkpoints/12 was made by another config'):
+    experiment.train_and_evaluate(small_config(), str(run))
+  assert (run / 'checkpoints' / '12').is_dir() and not (run / 'checkpoints-rejected').exists()
+  assert (run / 'metrics.jsonl').read_bytes() == log
 
 
 def test_oddly_named_checkpoint_directories_are_not_rounds(undisturbed, tmp_path):

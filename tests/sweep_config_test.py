@@ -72,6 +72,47 @@ def test_a_field_set_twice_is_refused(arm, grid, message):
     sweeps.expand(small_config(), _sweep({'b': arm}, grid))
 
 
+@pytest.mark.parametrize('arm, grid', [({
+    'seed': 5
+}, None), ({
+    'grid': {
+        'seed': [5, 6]
+    }
+}, None), ({}, {
+    'seed': [5, 6]
+})],
+                         ids=['arm', 'arm grid', 'sweep grid'])
+def test_a_seed_set_by_the_sweep_is_refused_with_a_pointer_to_repeats(arm, grid):
+  """Runs are seeded base seed + repeat: a seed in an arm or a grid would be overwritten while the
+  run names said otherwise (a-seed5-seed0 and a-seed6-seed0 both ran seed 0)."""
+  with pytest.raises(errors.ConfigError, match='sets seed, which a sweep chooses.*sweep.repeats'):
+    sweeps.expand(small_config(), _sweep({'a': arm}, grid))
+
+
+def test_a_grid_value_of_the_wrong_type_is_one_line():
+  with pytest.raises(errors.ConfigError,
+                     match=r"sweep run a-muabc-seed0: algorithm.mu = 'abc' is a str, where the "
+                     r'config holds a float'):
+    sweeps.expand(small_config(), _sweep({'a': {}}, {'algorithm': {'mu': ['abc']}}))
+
+
+def test_a_run_name_over_255_bytes_is_refused(tmp_path):
+  arm = 'a' * 250
+  with pytest.raises(errors.ConfigError, match='its directory name would be 2.. bytes'):
+    experiment.run_sweep(small_config(), _sweep({arm: {}}, {'algorithm': {
+        'mu': [0.0]
+    }}), str(tmp_path / 'sweep'))
+  assert not (tmp_path / 'sweep').exists()
+
+
+def test_a_workdir_name_over_255_bytes_is_one_line(tmp_path):
+  for workdir in (tmp_path / ('w' * 300), tmp_path / ('w' * 300) / 'run'):
+    with pytest.raises(errors.ConfigError, match='a file or directory name takes at most 255'):
+      experiment.train_and_evaluate(small_config(), str(workdir))
+    with pytest.raises(errors.ConfigError, match='a file or directory name takes at most 255'):
+      experiment.run_sweep(small_config(), _sweep({'a': {}}), str(workdir))
+
+
 def test_optional_sweep_fields_default_and_arm_grids_make_their_own_lines(tmp_path):
   sweep = _sweep(
       {

@@ -30,11 +30,11 @@ from fedprox_jax.experiment import chunks as chunks_lib
 from fedprox_jax.experiment import rounds
 from fedprox_jax.experiment import single_run
 from fedprox_jax.experiment import validation
+from fedprox_jax.experiment.checkpoint_state import earlier_fingerprints
 from fedprox_jax.experiment.checkpoint_state import fingerprint
 from fedprox_jax.experiment.checkpoints import Checkpoints
 from fedprox_jax.experiment.workdir import WorkdirLock
 from fedprox_jax.experiment.workdir import prepare_workdir
-from fedprox_jax.experiment.workdir import remove_if_unstarted
 from fedprox_jax.experiment.writers import RunWriter
 from fedprox_jax.files import write_atomically
 
@@ -128,6 +128,10 @@ def _check_sweep(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDi
             config_fields.unknown_field_message(field, known, f'sweep arm {arm!r}: the config'))
     own = overrides.get(ARM_GRID, {})
     _check_grid(own, known, f'sweep arm {arm!r}: grid')
+    if 'seed' in fixed | set(config_fields.flatten(own)) | shared:
+      raise ConfigError(f'sweep arm {arm!r}: sets seed, which a sweep chooses (run r of '
+                        'sweep.repeats has the base config\'s seed + r): set --config.seed and '
+                        'sweep.repeats instead')
     for field in set(config_fields.flatten(own)):
       if field in shared or field in fixed:
         raise ConfigError(f'sweep arm {arm!r}: {field} is set both by its grid and by '
@@ -136,6 +140,21 @@ def _check_sweep(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDi
       raise ConfigError(f'sweep arm {arm!r}: {field} is set both by the arm and by sweep.grid: '
                         'set it once')
   _check_grid(sweep.grid, known, 'sweep.grid')
+
+
+def _with_changes(base: ml_collections.ConfigDict, changes: dict,
+                  name: str) -> ml_collections.ConfigDict:
+  """The base config with a run's `changes`; a value of the wrong type is named in one line."""
+  config = ml_collections.ConfigDict(base.to_dict())
+  for field, value in changes.items():
+    try:
+      config.update_from_flattened_dict({field: value})
+    except (TypeError, ValueError) as e:
+      wanted = type(config_fields.get(base, field)).__name__
+      raise ConfigError(f'sweep run {name}: {field} = {value!r} is a {type(value).__name__}, '
+                        f'where the config holds a {wanted} ({" ".join(str(e).split())[:120]}): '
+                        f'give {wanted} values') from None
+  return config
 
 
 def expand(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict) -> list[SweepRun]:
@@ -157,10 +176,13 @@ def expand(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict) ->
           if field not in variable:
             raise ConfigError(f'sweep field {field} cannot vary within a sweep (only '
                               f'{", ".join(sorted(variable))}); run one sweep per value instead')
-        config = ml_collections.ConfigDict(base.to_dict())
-        config.update_from_flattened_dict(changes)
         named = [f'{k.split(".")[-1]}{v}' for k, v in zip(grid, values)]
-        name = '-'.join([arm, *named, f'seed{config.seed}'])
+        name = '-'.join([arm, *named, f'seed{changes["seed"]}'])
+        config = _with_changes(base, changes, name)
+        if len(name.encode()) > 255:
+          raise ConfigError(f'sweep run {name[:60]}...: its directory name would be '
+                            f'{len(name.encode())} bytes, over the 255 a name takes: use shorter '
+                            'arm names or fewer grid fields')
         series = '-'.join([arm, *(n for n, k in zip(named, grid) if k != 'stragglers.fraction')])
         try:
           validation.validate(config)
@@ -222,16 +244,15 @@ def run_sweep(base: ml_collections.ConfigDict,
     if not workdir or not processes.is_leader():  # The leader alone touches the workdir.
       return _run_chunks(base, sweep, runs, None)
     root = pathlib.Path(workdir)
-    lock = WorkdirLock(workdir)
-    try:
-      with lock:
+    with WorkdirLock(workdir) as lock:
+      try:
         prepare_workdir(workdir, {'sweep.json': sweep, 'base_config.json': base}, overwrite)
         for name, config in (('sweep.json', sweep), ('base_config.json', base)):
           _write(root / name, config.to_json(indent=2, sort_keys=True) + '\n')
         return _run_chunks(base, sweep, runs, root)
-    except BaseException:
-      remove_if_unstarted(lock, any(p.stat().st_size for p in root.glob('runs/*/metrics.jsonl')))
-      raise
+      except BaseException:
+        lock.remove_if_unstarted(any(p.stat().st_size for p in root.glob('runs/*/metrics.jsonl')))
+        raise
 
 
 def prepared_base(base: ml_collections.ConfigDict,
@@ -253,7 +274,9 @@ def _run_chunks(base, sweep, runs, root: pathlib.Path | None) -> dict[str, list[
   checkpoints = [
       Checkpoints(root / 'checkpoints' / chunk.label, base.checkpoint_every, base.checkpoint_keep,
                   fingerprint([run.config
-                               for run in chunk.runs])) if root else None
+                               for run in chunk.runs]),
+                  earlier_fingerprints([run.config
+                                        for run in chunk.runs])) if root else None
       for chunk in chunks
   ]
   data, records, rows = None, {}, []

@@ -103,7 +103,7 @@ def _template(sim: Simulation) -> dict:
 
 def _restored_state(restored: Restored, like: dict):
   """The checkpoint's state in the structure of `like` (None unless names and shapes match)."""
-  named = restored.state if restored.progress else _from_legacy(restored.state, like)
+  named = _from_legacy(restored.state, like) if restored.legacy else restored.state
   return unflat_state(named, like)
 
 

@@ -12,13 +12,14 @@ from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.errors import ConfigError
 from fedprox_jax.experiment import rounds
 from fedprox_jax.experiment import validation
+from fedprox_jax.experiment.checkpoint_state import earlier_fingerprints
 from fedprox_jax.experiment.checkpoint_state import fingerprint
 from fedprox_jax.experiment.checkpoints import Checkpoints
 from fedprox_jax.experiment.checkpoints import Restored
 from fedprox_jax.experiment.workdir import WorkdirLock
+from fedprox_jax.experiment.workdir import check_name
 from fedprox_jax.experiment.workdir import prepare_workdir
 from fedprox_jax.experiment.workdir import refuse_sweep_run
-from fedprox_jax.experiment.workdir import remove_if_unstarted
 from fedprox_jax.experiment.writers import RunWriter
 
 
@@ -58,22 +59,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   with processes.telling_failure():
     if not workdir:
       return _train(config, RunWriter(None, config), None, None)
+    check_name(workdir)
     refuse_sweep_run(workdir)
-    lock = WorkdirLock(workdir)
-    try:
-      with lock:
+    with WorkdirLock(workdir) as lock:
+      try:
         return _in_workdir(config, workdir, overwrite)
-    except BaseException:
-      metrics = pathlib.Path(workdir) / 'metrics.jsonl'
-      remove_if_unstarted(lock, metrics.exists() and metrics.stat().st_size > 0)
-      raise
+      except BaseException:
+        metrics = pathlib.Path(workdir) / 'metrics.jsonl'
+        lock.remove_if_unstarted(metrics.exists() and metrics.stat().st_size > 0)
+        raise
 
 
 def _in_workdir(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> list[dict]:
   prepare_workdir(workdir, {'config.json': config}, overwrite)
   checkpoints = Checkpoints(
       pathlib.Path(workdir) / 'checkpoints', config.checkpoint_every, config.checkpoint_keep,
-      fingerprint([config]))
+      fingerprint([config]), earlier_fingerprints([config]))
   restored = checkpoints.restore()
   check_rounds_done(restored, config.num_rounds, workdir)
   writer = RunWriter(workdir, config)

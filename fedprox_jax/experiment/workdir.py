@@ -1,10 +1,15 @@
 """A run's (or a sweep's) directory: one writer at a time, the same config throughout.
 
 The lock is an OS file lock (flock) on WORKDIR/.lock, held for the whole run: the kernel releases
-it when the process ends, however it ends, so a killed run never leaves a stale lock behind.
+it when the process ends, however it ends, so a killed run never leaves a stale lock behind. A
+process counts a workdir as its own (to remove after a failed start) only when its own `mkdir`
+made it, and removes it only while it holds the lock: of two processes started at once on a new
+workdir, the one refused never touches the other's.
 """
+import atexit
 import errno
 import fcntl
+import itertools
 import json
 import os
 import pathlib
@@ -39,21 +44,73 @@ class WorkdirBusy(ConfigError):
   """Another process holds the workdir."""
 
 
+_claimed: set[pathlib.Path] = set()  # Default workdirs made by this process (claim_new).
+
+
+def _remove_unused_claim(path: pathlib.Path) -> None:
+  try:
+    path.rmdir()  # Only while empty: a run that locked it has left at least .lock there.
+  except OSError:
+    pass
+
+
+def claim_new(base: pathlib.Path) -> pathlib.Path:
+  """A new directory `base` (or base-2, base-3, ...) made by this process, so that processes
+  started in the same second never choose the same one. Left empty by the process (it failed
+  before its run began), it is removed when the process exits."""
+  try:
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+      path = base if n == 1 else base.with_name(f'{base.name}-{n}')
+      try:
+        path.mkdir()
+      except FileExistsError:
+        continue
+      _claimed.add(path.absolute())
+      atexit.register(_remove_unused_claim, path.absolute())
+      return path
+  except OSError as e:
+    raise ConfigError(f'a workdir cannot be made in {base.parent} ({e.strerror}): give '
+                      '--workdir=DIR') from None
+
+
+def check_name(workdir: str) -> None:
+  """Each part of the path must fit the file system's 255 bytes per name."""
+  for part in pathlib.Path(workdir).parts:
+    if len(os.fsencode(part)) > 255:
+      raise ConfigError(f'--workdir has a name of {len(os.fsencode(part))} bytes ({part[:40]}...): '
+                        'a file or directory name takes at most 255 bytes: choose a shorter name')
+
+
 class WorkdirLock:
   """Holds an exclusive lock on a workdir (creating it) while the `with` block runs."""
 
   def __init__(self, workdir: str):
+    check_name(workdir)
     self.root = pathlib.Path(workdir)
     self._fd = None
-    self.created = False  # Whether this lock made the directory (a failed start removes it).
+    self.created = False  # Whether this process made the directory (a failed start removes it).
+
+  def _open(self) -> int:
+    """The lock file's descriptor, making the directory if it is not there."""
+    for _ in range(3):  # A directory removed under us (a failed start of its maker) is made anew.
+      try:
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+          self.root.mkdir()
+          self.created = True
+        except FileExistsError:
+          self.created = self.root.absolute() in _claimed
+        return os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+      except FileNotFoundError:
+        continue
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
 
   def __enter__(self) -> 'WorkdirLock':
     if self.root.exists() and not self.root.is_dir():
       raise ConfigError(f'--workdir {self.root} is a file, not a directory: choose another path')
-    self.created = not self.root.exists()
     try:
-      self.root.mkdir(parents=True, exist_ok=True)
-      fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+      fd = self._open()
     except OSError as e:
       raise ConfigError(f'--workdir {self.root} cannot be written ({e.strerror}): choose another '
                         'directory') from None
@@ -62,6 +119,7 @@ class WorkdirLock:
     except OSError as e:
       holder = os.read(fd, 32).decode(errors='replace').strip() or 'unknown'
       os.close(fd)
+      self.created = False  # Not ours to remove: the holder's.
       if e.errno not in (errno.EAGAIN, errno.EACCES):
         raise ConfigError(f'--workdir {self.root} cannot be locked ({e.strerror}): choose a '
                           'directory on a local file system') from None
@@ -77,16 +135,16 @@ class WorkdirLock:
     self._fd = fd
     return self
 
+  def remove_if_unstarted(self, started: bool) -> None:
+    """After a failure, while the lock is held: a workdir that this process made, and in which
+    its run recorded nothing, goes."""
+    if self._fd is not None and self.created and not started:
+      shutil.rmtree(self.root, ignore_errors=True)
+
   def __exit__(self, *exc) -> None:
     if self._fd is not None:
       os.close(self._fd)  # Releases the lock; the file stays (removing it would race).
       self._fd = None
-
-
-def remove_if_unstarted(lock: WorkdirLock, started: bool) -> None:
-  """After a failure: a workdir that this run created, and in which it recorded nothing, goes."""
-  if lock.created and not started:
-    shutil.rmtree(lock.root, ignore_errors=True)
 
 
 def resumable(field: str) -> bool:

@@ -86,19 +86,53 @@ def read_log(path: pathlib.Path, resumed_round: int, evaluated) -> tuple[list[di
   return records, changed
 
 
+def last_round(path: pathlib.Path) -> int | None:
+  """The highest round of the records in the log at `path` (lines that are not records are
+  passed over); None for no record, or no file."""
+  try:
+    lines = path.read_bytes().decode(errors='replace').split('\n')
+  except FileNotFoundError:
+    return None
+  except OSError as e:
+    raise LogError(f'{path} cannot be read ({e.strerror}): make it readable, or rerun with '
+                   '--overwrite to compute the run again from round 0') from None
+  found = None
+  for line in lines:
+    try:
+      round_index = int(json.loads(line)['round'])
+    except (ValueError, KeyError, TypeError, OverflowError):
+      continue
+    found = round_index if found is None else max(found, round_index)
+  return found
+
+
 class RunWriter:
   """Writes one run's records as they come; `workdir=None` keeps them in memory only."""
 
   def __init__(self, workdir: str | None, config: ml_collections.ConfigDict):
     self.records: list[dict] = []
     self.dir = pathlib.Path(workdir) if workdir else None
+    self._config = config
     self._metrics = self._tensorboard = None
-    if self.dir:
-      self._guard(self.dir, lambda: self.dir.mkdir(parents=True, exist_ok=True))
-      path = self.dir / 'config.json'
-      text = config.to_json_best_effort(indent=2, sort_keys=True) + '\n'
-      if _read_or_none(path) != text:
-        self._guard(path, lambda: write_atomically(path, text))
+
+  def _write_config(self) -> None:
+    """config.json, once the run is known to go on: a refused command writes nothing."""
+    self._guard(self.dir, lambda: self.dir.mkdir(parents=True, exist_ok=True))
+    path = self.dir / 'config.json'
+    text = self._config.to_json_best_effort(indent=2, sort_keys=True) + '\n'
+    if _read_or_none(path) != text:
+      self._guard(path, lambda: write_atomically(path, text))
+
+  def _refuse_unrestored(self, path: pathlib.Path) -> None:
+    """A run that starts from round 0 must not write over records that a checkpoint followed:
+    their checkpoints were lost or rejected, and starting over is for --overwrite to decide."""
+    rounds = last_round(path)
+    first_due = min(self._config.checkpoint_every, self._config.num_rounds)
+    if rounds is not None and rounds > first_due:
+      raise LogError(f'{path} holds records up to round {rounds}, but no checkpoint of the run '
+                     f'was restored (the checkpoint of round {first_due} came before them): '
+                     'restore the checkpoints, or rerun with --overwrite to compute the run again '
+                     'from round 0')
 
   @staticmethod
   def _guard(path: pathlib.Path, write) -> None:
@@ -124,9 +158,12 @@ class RunWriter:
     the `evaluated` rounds among them there (records of later rounds will be written again)."""
     if not self.dir:
       return
+    path = self.dir / 'metrics.jsonl'
     if resumed_round is not None:
       self.resume(resumed_round, evaluated)
-    path = self.dir / 'metrics.jsonl'
+    else:
+      self._refuse_unrestored(path)
+    self._write_config()
     self._guard(
         path, lambda: setattr(self, '_metrics', open(path, 'a'
                                                      if resumed_round is not None else 'w')))

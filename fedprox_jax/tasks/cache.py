@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 
 from fedprox_jax.errors import DataError
+from fedprox_jax.files import remove_stale_temporaries
 from fedprox_jax.files import write_atomically
 
 
@@ -38,6 +39,7 @@ def load_or_build(c: ml_collections.ConfigDict, cache_key: str, build: Callable[
   new build refused with `fix` (what to change in config.data)."""
   cache_dir = pathlib.Path(c.cache_dir or '~/.cache/fedprox_jax').expanduser()
   path = cache_dir / f'{c.name}-{cache_key}.npz'
+  remove_stale_temporaries(path)  # A build killed while caching left its half-written file.
   if path.exists():
     try:
       with np.load(path) as f:  # The zip's CRC-32s catch altered bytes as they are read.
