@@ -7,6 +7,7 @@ import pytest
 
 from fedprox_jax import errors
 from fedprox_jax import experiment
+from fedprox_jax.configs import synthetic
 from fedprox_jax.configs.sweeps import mnist_figure
 from fedprox_jax.experiment import grid as sweeps
 from fedprox_jax.experiment import validation
@@ -220,3 +221,69 @@ def test_fields_the_run_does_not_read_are_warned_about_never_refused(caplog):
       'momentum)' in caplog.text
   config.server.optimizer = 'yogi'
   assert validation.unused_fields(config) == ['server.momentum']
+
+
+# Sizes that no machine runs: refused by validation, before any data are generated or loaded.
+
+
+@pytest.mark.parametrize('changes, message', [
+    ({
+        'client.local_epochs': 10**9
+    }, r'needs about .* TiB of memory, more than this machine\'s .*; the most, .* is the shuffle '
+     r'tables of 4 client jobs x client.local_epochs = 1,000,000,000'),
+    ({
+        'client.local_epochs': 2**31
+    }, r'config.client.local_epochs = 2,147,483,648 must be at most 2\^31 - 1'),
+    ({
+        'compute.num_lanes': 10**8
+    }, r'the most, .* TiB, is the models of compute.num_lanes = 100,000,000 lanes'),
+    ({
+        'compute.cpu_devices': 1000
+    }, r'config.compute.cpu_devices = 1000 must be in \[0, \d+\] \(0: one per core'),
+    ({
+        'compute.cpu_devices': 10000
+    }, r'config.compute.cpu_devices = 10000 must be in \[0, \d+\]'),
+    ({
+        'client.batch_size': 1,
+        'client.local_epochs': 10**6
+    }, r'config.client.local_epochs = 1,000,000 makes rounds of up to [\d,]+ local steps \(the '
+     r'largest client, 1,395 training examples, takes 1,395,000,000 .*more than 2\^31 - 1'),
+])
+def test_sizes_no_machine_runs_are_refused(changes, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    validation.validate(tiny_config(**changes))
+
+
+@pytest.mark.parametrize('changes, message', [
+    ({
+        'data.num_clients': 3_000_000_000
+    }, r'data.num_clients = 3000000000 must be in \[1, 2\^31 - 1\]'),
+    ({
+        'data.num_clients': 10**9
+    }, r'config.data gives [\d,]+ training examples \(data.num_clients = 1,000,000,000 devices, '
+     r'about 20,5[\d,]+ examples of 20 features\), more than 2\^31 - 1'),
+    ({
+        'data.size_log_sigma': 50.0
+    }, r'config.data gives [\d,]+ training examples .* more than 2\^31 - 1'),
+    ({
+        'data.num_clients': 2,
+        'clients_per_round': 1,
+        'data.min_examples': 3_000_000,
+        'data.size_log_mean': 0.0,
+        'data.size_log_sigma': 0.0,
+        'client.local_epochs': 1000,
+        'client.batch_size': 1
+    }, r'client.local_epochs = 1,000 makes rounds of up to [\d,]+ local steps \(the largest '
+     r'client, 2,700,000 training examples'),
+])
+def test_synthetic_sizes_past_int32_are_refused_before_generating(changes, message):
+  config = synthetic.get_config('large' if changes.get('data.num_clients', 0) > 2 else '1_1')
+  config.update_from_flattened_dict(changes)
+  with pytest.raises(errors.ConfigError, match=message):
+    validation.validate(config)
+
+
+def test_the_synthetic_presets_and_a_huge_batch_are_accepted():
+  for variant in ('iid', '1_1', 'large'):
+    validation.validate(synthetic.get_config(variant))
+  validation.validate(tiny_config(**{'client.batch_size': 10**9}))

@@ -65,7 +65,9 @@ def pack_lanes(steps: jax.Array, num_lanes: int) -> tuple[jax.Array, jax.Array, 
   """Longest-processing-time-first packing of jobs onto lanes.
 
   Returns lane_jobs [L, J] (job ids in run order, padded with J, the id of an empty job),
-  lane_start [L, J] (each job's first lane step, padded with a huge number) and load [L].
+  lane_start [L, J] (each job's first lane step, padded with a huge number) and load [L]. Loads
+  are int32: engine/resources.check_steps refuses a run whose round could pass 2^31 - 1 steps on
+  its lanes (total + L x the largest job bounds L x the busiest lane's load).
   """
   num_jobs = steps.shape[0]
   order = jnp.argsort(-steps, stable=True)

@@ -2,15 +2,15 @@
 
 It lives on the first device when it fits DEVICE_BUDGET, else in host memory (the cohort's rows
 gathered before a round and scattered back after it), chosen automatically; a state that does not
-fit HOST_BUDGET either is refused before any compute, with its size.
+fit host_budget() (a quarter of the machine's memory) either is refused before any compute, with
+its size. The whole run's memory is estimated and checked by engine/resources.py, which counts
+these states too.
 """
-import os
-
 import jax
 import numpy as np
 
 from fedprox_jax.algorithms.base import Algorithm
-from fedprox_jax.errors import ConfigError
+from fedprox_jax.engine import resources
 
 DEVICE_BUDGET = 1 << 30  # Bytes on the device, and at most an eighth of its memory.
 HOST_FRACTION = 0.25  # Of the machine's memory.
@@ -27,7 +27,7 @@ def bytes_needed(algorithm: Algorithm, params_shape, num_runs: int, num_clients:
 
 
 def host_budget() -> int:
-  return int(HOST_FRACTION * os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'))
+  return int(HOST_FRACTION * resources.machine_memory())
 
 
 def device_budget(device) -> int:
@@ -37,12 +37,12 @@ def device_budget(device) -> int:
 
 
 def check_fits(algorithm: Algorithm, needed: int, num_runs: int) -> None:
-  if needed > host_budget():
-    raise ConfigError(
-        f'{algorithm.name} keeps a state for every client: {needed / 2**30:.1f} GiB for '
-        f'{num_runs} run(s), more than a quarter of this machine\'s memory '
-        f'({host_budget() / 2**30:.1f} GiB): use fewer clients, a smaller model, or fewer runs '
-        'per chunk (sweep.max_runs_per_chunk)')
+  resources.check_fits(
+      needed,
+      host_budget(), f'{algorithm.name} keeps a state for every client: {{needed}} for '
+      f'{num_runs} run(s), more than a quarter of this machine\'s memory ({{budget}}): use fewer '
+      'clients, a smaller model, or fewer runs per chunk (sweep.max_runs_per_chunk)',
+      sizes=resources.gib_text)
 
 
 class ClientStates:

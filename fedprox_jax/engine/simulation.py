@@ -18,6 +18,7 @@ from fedprox_jax.core import cohort as cohort_lib
 from fedprox_jax.engine import cohort_rows
 from fedprox_jax.engine import evaluation
 from fedprox_jax.engine import placement
+from fedprox_jax.engine import resources
 from fedprox_jax.engine import round_program
 from fedprox_jax.engine import server as server_lib
 from fedprox_jax.engine.client_states import ClientStates
@@ -47,10 +48,56 @@ class Simulation:
                runs: list[RunSettings]):
     self.config, self.runs = config, runs
     c = config
+    if c.clients_per_round > data.num_clients:
+      raise ConfigError(f'config.clients_per_round = {c.clients_per_round} exceeds the '
+                        f'{data.num_clients} clients of config.data')
     self.algorithm = algorithms.get(c.algorithm.name)
     self.optimizer = c.server.optimizer
+    # A batch larger than every client is the largest client's: each epoch is one full batch
+    # either way, without padding every step to a size no client has.
+    self.batch_size = resources.batch_size(c.client.batch_size, int(np.max(data.train_sizes)))
     self.layout = placement.make_layout(c.compute.num_lanes, len(runs) * c.clients_per_round)
     self.num_lanes = self.layout.num_lanes
+    self.client_data_mode = cohort_rows.choose(c.compute.client_data, jax.devices(),
+                                               data.train_sizes, c.clients_per_round, len(runs))
+    self.memory_estimate = self._check_resources(data)  # Refuses before anything is built.
+    with resources.memory_errors(lambda: self.memory_estimate):
+      self._build(data)
+
+  def _check_resources(self, data: FederatedData) -> float:
+    """Refuses counts past int32 and a run over the memory; the estimate of the host's peak."""
+    c, num_runs = self.config, len(self.runs)
+    plan = resources.loaded_data(data, c.clients_per_round)
+    resources.check_rows(plan, self.batch_size)
+    self._devices = resources.devices_now()
+    self._memory_terms = resources.estimate(c, plan, self._devices, num_runs, self.num_lanes,
+                                            self.batch_size, self.client_data_mode,
+                                            data.num_clients)
+    host = resources.check_memory(self._memory_terms, self._devices)
+    resources.check_steps(c, data.train_sizes, num_runs, self.num_lanes, self.batch_size)
+    if self.client_data_mode == 'per_round':
+      resources.check_gathered_rows(
+          cohort_rows.rows_per_round(data.train_sizes, c.clients_per_round, num_runs))
+    return host
+
+  def _check_compiled(self) -> None:
+    """The estimate again, with the compiled programs' own working memory for the formulas'."""
+
+    def working(*compiled):
+      try:
+        return max(p.memory_analysis().temp_size_in_bytes for p in compiled if p is not None)
+      except (AttributeError, TypeError, ValueError, jax.errors.JaxRuntimeError):
+        return None  # A backend without memory analysis: the formulas stand.
+
+    terms = resources.refine(self._memory_terms, 'round', working(self._round))
+    terms = resources.refine(terms, 'eval', working(self._evaluate_all, self._evaluate_sample))
+    self.memory_estimate = resources.check_memory(terms, self._devices)
+    logging.info('Memory: about %s at the peak, estimated (this machine has %s)',
+                 resources.size_text(self.memory_estimate),
+                 resources.size_text(resources.machine_memory()))
+
+  def _build(self, data: FederatedData) -> None:
+    c, runs = self.config, self.runs
     keys = [jax.random.split(jax.random.PRNGKey(r.seed)) for r in runs]
     module_params = [
         models.create_model(c.model.name, data.num_classes, data.input_dim, k[0],
@@ -64,9 +111,6 @@ class Simulation:
     else:
       self.apply_fn = models.on_raw_features(module_params[0][0], data.feature_mean,
                                              data.feature_scale)
-    if c.clients_per_round > data.num_clients:
-      raise ConfigError(f'config.clients_per_round = {c.clients_per_round} exceeds the '
-                        f'{data.num_clients} clients of config.data')
     # Everything a round reads sits on every device with one sharding, so round r's outputs
     # feed round r + 1 without a transfer.
     replicated = self.layout.replicated
@@ -79,22 +123,18 @@ class Simulation:
         replicated)
     self.client_states = (ClientStates(self.algorithm, initial_params, data.num_clients, replicated)
                           if self.algorithm.init_client_state else None)
-    self.client_data_mode = cohort_rows.choose(c.compute.client_data, jax.devices(),
-                                               data.train_sizes, c.clients_per_round, len(runs))
     if self.client_data_mode == 'per_round' and c.compute.client_data == 'auto':
       logging.info(
           'Client data: held once by each process, the cohort\'s rows gathered each '
           'round (compute.client_data=per_round; replicated would copy them to each of '
           'the %d devices)', len(jax.local_devices()))
-    if len(data.train_y) >= 2**31:  # Rows are indexed in int32 on the device.
-      raise ConfigError(f'config.data gives {len(data.train_y):,} training examples, more than '
-                        f'2^31 - 1, the most this simulator indexes: use fewer or smaller clients')
     self.population_weight = jax.device_put(
-        round_program.population_weight(data.train_sizes, c.client.batch_size,
+        round_program.population_weight(data.train_sizes, self.batch_size,
                                         stacked_hp(runs)['weight_by_batches']), replicated)
     self._sizes = jax.device_put(data.train_sizes, replicated)  # What cohorts are drawn from.
     self.num_clients = data.num_clients
     self._compile(data)
+    self._check_compiled()
     _return_freed_memory()
     self.client_data, self.eval_sets, self._train_client = placement.place_data(
         data, self.layout, replicate=self.client_data_mode == 'replicated')
@@ -112,7 +152,7 @@ class Simulation:
                                                        sizes=sizes,
                                                        clients_per_round=c.clients_per_round,
                                                        local_epochs=c.client.local_epochs,
-                                                       batch_size=c.client.batch_size,
+                                                       batch_size=self.batch_size,
                                                        fraction=h['straggler_fraction'],
                                                        fixed_count=h['fixed_straggler_count'],
                                                        drop_stragglers=h['drop_stragglers'],
@@ -144,7 +184,7 @@ class Simulation:
     train_cohort = round_program.make_train_cohort(self.algorithm,
                                                    self.optimizer,
                                                    self.apply_fn,
-                                                   batch_size=c.client.batch_size,
+                                                   batch_size=self.batch_size,
                                                    num_lanes=self.num_lanes,
                                                    max_epochs=c.client.local_epochs,
                                                    mesh=layout.mesh)
@@ -182,6 +222,10 @@ class Simulation:
 
   def run_round(self, server: server_lib.ServerState, round_index: int, hp: dict | None = None):
     """One round of every run: (new server state [R], stats with [R] entries)."""
+    with resources.memory_errors(lambda: self.memory_estimate):
+      return self._run_round(server, round_index, hp)
+
+  def _run_round(self, server: server_lib.ServerState, round_index: int, hp: dict | None):
     hp = hp or self.hp
     cohort = self.sample(round_index, hp)
     states = self.client_states.gather(cohort.clients) if self.client_states else None
@@ -215,6 +259,10 @@ class Simulation:
   def evaluate(self, params, round_index: int = 0) -> dict[str, np.ndarray]:
     """Loss and accuracy of every run's global model on each dataset (on the clients drawn for
     `round_index` with eval.clients, and then how many in 'eval/clients'), as [R] arrays."""
+    with resources.memory_errors(lambda: self.memory_estimate):
+      return self._evaluate(params, round_index)
+
+  def _evaluate(self, params, round_index: int) -> dict[str, np.ndarray]:
     local_params = jax.device_put(placement.local_copy(params), self.layout.eval_device)
     if self.evaluates_all(round_index):
       out = self._evaluate_all(local_params, self.eval_sets, self._train_client, {})

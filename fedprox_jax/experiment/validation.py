@@ -14,6 +14,7 @@ from fedprox_jax.config_fields import require
 from fedprox_jax.core.cohort import DRAWS_VERSION
 from fedprox_jax.engine import client_states
 from fedprox_jax.engine import cohort_rows
+from fedprox_jax.engine import resources
 from fedprox_jax.tasks import models
 
 # Values of the fields that only some algorithms or server optimizers read: set elsewhere than
@@ -54,6 +55,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   require(c.client.batch_size >= 1, 'client.batch_size', f'= {c.client.batch_size} must be >= 1')
   require(c.client.local_epochs >= 1, 'client.local_epochs',
           f'= {c.client.local_epochs} must be >= 1')
+  require(
+      c.client.local_epochs <= resources.INT32_MAX, 'client.local_epochs',
+      f'= {c.client.local_epochs:,} must be at most 2^31 - 1 = {resources.INT32_MAX:,} (the '
+      'device counts steps in int32)')
   require(c.client.weight_decay >= 0, 'client.weight_decay',
           f'= {c.client.weight_decay} must be >= 0')
   _validate_algorithm(c)
@@ -68,12 +73,16 @@ def validate(c: ml_collections.ConfigDict) -> None:
           f'= {c.eval.full_every} must be a multiple of eval_every = {c.eval_every}')
   require(c.eval.chunk_size >= 0, 'eval.chunk_size',
           f'= {c.eval.chunk_size} must be >= 0 (0 chooses)')
-  require(c.compute.cpu_devices >= 0, 'compute.cpu_devices',
-          f'= {c.compute.cpu_devices} must be >= 0 (0: one per core)')
+  require(
+      0 <= c.compute.cpu_devices <= resources.MAX_CPU_DEVICES, 'compute.cpu_devices',
+      f'= {c.compute.cpu_devices} must be in [0, {resources.MAX_CPU_DEVICES}] (0: one per core; '
+      'a device more than the cores buys no speed, and with compute.client_data=replicated '
+      'each holds a copy of the data)')
   config_fields.one_of(c, 'compute.client_data', cohort_rows.MODES)
   require(c.compute.num_lanes >= 0, 'compute.num_lanes',
           f'= {c.compute.num_lanes} must be >= 0 (0 chooses)')
   check_client_state_fits(c, num_runs=1)
+  resources.check_config(c, num_runs=1)
 
 
 def _validate_algorithm(c: ml_collections.ConfigDict) -> None:

@@ -9,6 +9,10 @@ variant shares one W, b ~ N(0, 1) and has v = 0. As in the paper's code, alpha a
 standard deviations.
 Every device's examples are split 90/10 into local train and test. No download, no cache needed.
 """
+import functools
+import math
+from typing import NamedTuple
+
 import ml_collections
 import numpy as np
 
@@ -18,14 +22,98 @@ from fedprox_jax.tasks.federated_data import local_splits
 from fedprox_jax.tasks.task import Task
 
 CHUNK = 4096  # Devices generated together: bounds the working memory, not the draws.
+EXACT_PLAN = 1 << 22  # Populations up to this plan their sizes exactly (32 MB of draws, 0.1 s).
+TOO_LARGE = 2.0**62  # A size draw past this (a huge data.size_log_sigma) is capped before int64.
 
 
 def device_sizes(rng: np.random.Generator, num_clients: int, *, log_mean: float, log_sigma: float,
                  min_examples: int, max_examples: int) -> np.ndarray:
   """Examples of each device: lognormal(log_mean, log_sigma) + min_examples (the paper's
   lognormal(4, 2) + 50), at most max_examples when that is > 0."""
-  sizes = rng.lognormal(log_mean, log_sigma, num_clients).astype(np.int64) + min_examples
+  draws = rng.lognormal(log_mean, log_sigma, num_clients)
+  # (Capped so that casting cannot wrap: below 2^62 the draws are cast as they are.)
+  sizes = np.minimum(draws, TOO_LARGE).astype(np.int64) + min_examples
   return np.minimum(sizes, max_examples) if max_examples > 0 else sizes
+
+
+class SizePlan(NamedTuple):
+  """The devices' sizes as config.data makes them, known before any example is generated."""
+  examples: int  # All examples (an expectation when not exact).
+  train_examples: int
+  largest_train: int  # The most training examples of a device (an estimate when not exact).
+  cohort_train: int  # The most training examples that clients_per_round devices hold.
+  largest_chunk: int  # The most examples of the CHUNK devices generated together.
+  train_sizes: np.ndarray | None  # Every device's training examples, when exact.
+
+  @property
+  def exact(self) -> bool:
+    return self.train_sizes is not None
+
+
+def _sizes_of(d: ml_collections.ConfigDict):
+  return lambda rng: device_sizes(rng,
+                                  d.num_clients,
+                                  log_mean=d.size_log_mean,
+                                  log_sigma=d.size_log_sigma,
+                                  min_examples=d.min_examples,
+                                  max_examples=d.max_examples)
+
+
+def _expected_size(d: ml_collections.ConfigDict) -> tuple[float, float]:
+  """(Mean, a likely maximum) of a device's examples: E[min(floor(L) + m, M)] for L lognormal,
+  floor(L) taken as L - 1/2; the maximum at the 1 - 1/N quantile."""
+  mu, sigma, m, big = d.size_log_mean, d.size_log_sigma, d.min_examples, d.max_examples
+  phi = lambda z: 0.5 * math.erfc(-z / math.sqrt(2))
+  try:
+    mean = math.exp(mu + sigma**2 / 2)
+    top = math.exp(mu + sigma * math.sqrt(2 * math.log(max(d.num_clients, 2))))
+  except OverflowError:
+    mean = top = math.inf
+  if big > 0:
+    cap = big - m + 0.5
+    if sigma == 0:
+      return min(mean, cap) - 0.5 + m, min(top, cap) - 0.5 + m
+    log_cap = math.log(cap)
+    below = math.exp(min(mu + sigma**2 / 2, 700)) * phi((log_cap - mu - sigma**2) / sigma)
+    mean = below + cap * (1 - phi((log_cap - mu) / sigma))
+    top = min(top, cap)
+  return max(mean - 0.5, 0.0) + m, max(top - 0.5, 0.0) + m
+
+
+def planned_sizes(d: ml_collections.ConfigDict, clients_per_round: int) -> SizePlan:
+  """config.data's sizes without generating: the generator's own first draw (exact) up to
+  EXACT_PLAN devices, their expectation beyond."""
+  return _planned_sizes(tuple((f, d[f]) for f in _PLAN_FIELDS), clients_per_round)
+
+
+_PLAN_FIELDS = ('num_clients', 'size_log_mean', 'size_log_sigma', 'min_examples', 'max_examples',
+                'train_fraction', 'seed')
+
+
+@functools.lru_cache(maxsize=16)  # A sweep validates every run's config.
+def _planned_sizes(fields: tuple, clients_per_round: int) -> SizePlan:
+  d = ml_collections.ConfigDict(dict(fields))
+  if d.num_clients <= EXACT_PLAN:
+    sizes = _sizes_of(d)(np.random.default_rng(d.seed))
+    train = (d.train_fraction * sizes).astype(np.int64)
+    chunks = np.add.reduceat(sizes, np.arange(0, len(sizes), CHUNK), dtype=np.float64)
+    k = min(clients_per_round, len(train))
+    return SizePlan(examples=int(sizes.sum(dtype=np.float64)),
+                    train_examples=int(train.sum(dtype=np.float64)),
+                    largest_train=int(train.max()),
+                    cohort_train=int(np.sort(train)[len(train) - k:].sum(dtype=np.float64)),
+                    largest_chunk=int(chunks.max()),
+                    train_sizes=train)
+  mean, top = _expected_size(d)
+  cap = 2.0**100  # (Sizes beyond any machine: the estimate refuses them, and must stay finite.)
+  examples = min(d.num_clients * mean, cap)
+  largest = min(d.train_fraction * top, cap)
+  return SizePlan(examples=int(examples),
+                  train_examples=int(d.train_fraction * examples),
+                  largest_train=int(largest),
+                  cohort_train=int(min(clients_per_round * largest, d.train_fraction * examples)),
+                  largest_chunk=int(min(CHUNK * mean, examples)),
+                  train_sizes=None)
 
 
 def labels_of(x: np.ndarray, device: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -86,7 +174,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   d = c.data
   require(d.alpha >= 0, 'data.alpha', f'= {d.alpha} must be >= 0')
   require(d.beta >= 0, 'data.beta', f'= {d.beta} must be >= 0')
-  require(d.num_clients >= 1, 'data.num_clients', f'= {d.num_clients} must be >= 1')
+  require(1 <= d.num_clients <= 2**31 - 1, 'data.num_clients',
+          f'= {d.num_clients} must be in [1, 2^31 - 1] (clients are counted in int32)')
   require(d.dim >= 1, 'data.dim', f'= {d.dim} must be >= 1')
   require(d.num_classes >= 2, 'data.num_classes', f'= {d.num_classes} must be >= 2')
   require(0 < d.train_fraction < 1, 'data.train_fraction',
@@ -104,16 +193,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 def load(c: ml_collections.ConfigDict) -> FederatedData:
   """The federated dataset of config.data (name 'synthetic'), split 90/10 on every device."""
-  sizes_of = lambda rng: device_sizes(rng,
-                                      c.num_clients,
-                                      log_mean=c.size_log_mean,
-                                      log_sigma=c.size_log_sigma,
-                                      min_examples=c.min_examples,
-                                      max_examples=c.max_examples)
   sizes, x, y = generate(alpha=c.alpha,
                          beta=c.beta,
                          iid=c.iid,
-                         sizes_of=sizes_of,
+                         sizes_of=_sizes_of(c),
                          dim=c.dim,
                          num_classes=c.num_classes,
                          seed=c.seed)
