@@ -122,6 +122,15 @@ def test_a_run_that_fails_before_computing_leaves_no_workdir(tmp_path):
   assert existing.is_dir()  # The user's: kept.
 
 
+def test_a_default_workdir_claimed_by_a_run_that_never_started_is_removed(tmp_path):
+  """The default workdir is made when it is chosen (so that runs started in the same second each
+  get their own); a run refused before it began leaves neither it nor ./runs/."""
+  result = _run('--config=mnist_fedprox', '--config.algorithm.mu=-1', cwd=tmp_path)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1] == 'error: config.algorithm.mu = -1.0 must be >= 0'
+  assert not (tmp_path / 'runs').exists()
+
+
 def test_a_workdir_that_is_a_file_is_named_so(tmp_path):
   (tmp_path / 'taken').write_text('')
   result = _run('--config=synthetic', f'--workdir={tmp_path / "taken"}')

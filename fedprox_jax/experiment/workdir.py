@@ -47,9 +47,11 @@ class WorkdirBusy(ConfigError):
 _claimed: set[pathlib.Path] = set()  # Default workdirs made by this process (claim_new).
 
 
-def _remove_unused_claim(path: pathlib.Path) -> None:
+def _remove_unused_claim(path: pathlib.Path, made_parent: bool) -> None:
   try:
     path.rmdir()  # Only while empty: a run that locked it has left at least .lock there.
+    if made_parent:
+      path.parent.rmdir()  # ./runs/ too, if this process made it and nothing else is there.
   except OSError:
     pass
 
@@ -59,6 +61,7 @@ def claim_new(base: pathlib.Path) -> pathlib.Path:
   started in the same second never choose the same one. Left empty by the process (it failed
   before its run began), it is removed when the process exits."""
   try:
+    made_parent = not base.parent.is_dir()
     base.parent.mkdir(parents=True, exist_ok=True)
     for n in itertools.count(1):
       path = base if n == 1 else base.with_name(f'{base.name}-{n}')
@@ -67,7 +70,7 @@ def claim_new(base: pathlib.Path) -> pathlib.Path:
       except FileExistsError:
         continue
       _claimed.add(path.absolute())
-      atexit.register(_remove_unused_claim, path.absolute())
+      atexit.register(_remove_unused_claim, path.absolute(), made_parent)
       return path
   except OSError as e:
     raise ConfigError(f'a workdir cannot be made in {base.parent} ({e.strerror}): give '
