@@ -220,6 +220,9 @@ def run(main,
                    _process_seconds())
   except errors.USER_ERRORS as e:  # Their message says what is wrong and what to do.
     logging.debug('%s', e, exc_info=True)
+    processes = sys.modules.get('fedprox_jax.engine.processes')
+    if processes:  # The run's other processes leave in order instead of waiting for this one.
+      processes.tell_stopped(_first_line(e))
     if lines:
       sys.exit(f'error: {reword(e)}')
     if isinstance(e, errors.ConfigError):
@@ -235,14 +238,22 @@ def run(main,
             file=sys.stderr)
     sys.exit(128 + signals.stopped_by())
   except Exception as e:  # pylint: disable=broad-except
-    if not _lost_a_process(e):
+    from fedprox_jax.engine import resources  # pylint: disable=g-import-not-at-top
+    memory = resources.out_of_memory(e)  # Outside the Simulation: loading data, a round's end.
+    if memory is not None:
+      logging.debug('%s', e, exc_info=True)
+      sys.exit(f'error: {reword(memory)}'
+               if lines else f'error (process {_process_index()}): {reword(memory)}')
+    lost = _lost_a_process(e)
+    processes = sys.modules.get('fedprox_jax.engine.processes')
+    if lost is None:  # A bug: its traceback; the run's other processes leave in order.
+      if processes:
+        processes.tell_stopped(_first_line(e))
       raise
-    print(reword(f'error: another process of the run stopped ({_first_line(e)}): rerun the same '
-                 'command to resume from the last checkpoint'),
-          file=sys.stderr)
-    sys.stderr.flush()
-    # JAX's exit would wait on the lost process at its shutdown barrier, then abort.
-    os._exit(1)  # pylint: disable=protected-access
+    if lost.quiet:  # The process that stopped said why; this one left JAX's shutdown with it.
+      sys.exit(1)
+    # Lost (killed, hung): JAX's exit would wait for it at its shutdown barrier, then abort.
+    processes.end(lost, reword(f'error: {lost}'))
 
 
 def _process_index() -> int:
@@ -255,14 +266,12 @@ def _first_line(e: BaseException) -> str:
       e).__name__
 
 
-def _lost_a_process(e: BaseException) -> bool:
-  """An error of JAX's cross-process machinery: a peer that died or stopped answering."""
-  import jax  # pylint: disable=g-import-not-at-top
-  if not jax.distributed.is_initialized():
-    return False
-  signs = ('gloo', 'heartbeat', 'coordination', 'unavailable', 'connection reset', 'peer')
-  return (isinstance(e, (jax.errors.JaxRuntimeError, ValueError)) and jax.process_count() > 1 and
-          any(sign in str(e).lower() for sign in signs))
+def _lost_a_process(e: BaseException):
+  """How another process of the run was lost, if `e` means that one was (processes.lost: its
+  connection closed, its heartbeats stopped, a cross-process step timed out, or it stopped on an
+  error of its own); None otherwise."""
+  processes = sys.modules.get('fedprox_jax.engine.processes')
+  return processes.lost(e) if processes else None
 
 
 def _join(config) -> bool:
@@ -276,6 +285,8 @@ def _join(config) -> bool:
   try:
     processes.join(config)
     signals.install()  # jax.distributed's preemption notifier took SIGTERM: take it back.
+  except errors.ConfigError:
+    raise
   except (RuntimeError, ValueError) as e:  # jax.distributed's own: no coordinator, a timeout...
     raise errors.ConfigError(
         f'could not join the run\'s processes ({str(e).splitlines()[0][:300]}): check '

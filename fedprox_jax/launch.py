@@ -3,16 +3,32 @@
     python -m fedprox_jax.launch --processes=2 -- --config=mnist_fedprox --workdir=/tmp/run
 
 starts `python -m fedprox_jax.run` (`--module` chooses another) N times with distributed mode on,
-a free port for the coordinator and each process's id; the processes' logs come through (process
-0 speaks for the run, the others log warnings and errors). Ctrl-C and SIGTERM are passed on to
-every process; when one ends with an error the others are stopped. The exit code is the first
-failure's (0 when all succeed). On several hosts, run the same command line as this one builds on
-each host (see README: Scaling out).
+each process's id, and the coordinator on the loopback interface at a port that the launcher
+holds for it from the moment it is chosen (bound with SO_REUSEPORT, as the coordinator binds it:
+no other program can take it in between). The processes' logs come through (process 0 speaks for
+the run, the others log warnings and errors); Ctrl-C and SIGTERM are passed on to every process.
+
+The processes are one run: they end with the launcher (Linux: PR_SET_PDEATHSIG; elsewhere each
+process watches its parent), and when one fails (an error, killed, stopped, aborted) the others are
+stopped, and the user reads one line: the failed process's own, or the launcher's for one that
+could not say it (`error: process 1 of the run was killed by signal 9 (SIGKILL): ...`). What the
+others print as a consequence (their own account of the loss, JAX's C++ dump of an abort) is held
+back. The exit code is that first failure's: its exit code, or 128 + N for a signal N (killed,
+or stopped: a stopped process is ended at once, since the others cannot go on without it); 0 when
+all succeed. On several hosts, run the same command line as this one builds on each host (see
+README: Scaling out).
 """
+import collections
+import ctypes
+import ctypes.util
+import os
+import queue
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 from absl import app
@@ -20,14 +36,33 @@ from absl import flags
 
 _PROCESSES = flags.DEFINE_integer('processes', 2, 'Processes to start.')
 _MODULE = flags.DEFINE_string('module', 'fedprox_jax.run', 'The command each process runs.')
-_GRACE = flags.DEFINE_float('grace_s', 30.0,
-                            'After one process fails, seconds the others get to stop.')
+_GRACE = flags.DEFINE_float(
+    'grace_s', 10.0, 'After one process fails, seconds the others get to stop (they stop by '
+    'themselves within seconds of losing it) before they are killed.')
+
+LAUNCHER_PID_ENV = 'FEDPROX_JAX_LAUNCHER_PID'  # As fedprox_jax.engine.processes reads it.
+_RERUN = 'rerun the same command to resume from the last checkpoint'
+_HOLD_S = 0.5  # A process's lines wait this long: an abort's preamble is dropped with its dump.
+_STOPPED_S = 0.5  # A process reported stopped and still stopped after this long has failed.
+# The first line of an abort's dump: absl's FATAL log (JAX's C++ check failures), a C++
+# exception's terminate, Python's faulthandler.
+_FATAL = re.compile(r'^(F\d{4} \d\d:\d\d:\d\d|\*\*\* Check failure|terminate called|'
+                    r'Fatal Python error)')
+_PR_SET_PDEATHSIG = 1
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
+def hold_port() -> tuple[socket.socket | None, int]:
+  """A free port of 127.0.0.1, and the socket that holds it until the coordinator binds it too
+  (both with SO_REUSEPORT; a program without it cannot take the port). Where SO_REUSEPORT is
+  missing: the port alone (free when chosen)."""
+  s = socket.socket()
+  if hasattr(socket, 'SO_REUSEPORT'):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
+    return s, s.getsockname()[1]
+  with s:
+    s.bind(('127.0.0.1', 0))
+    return None, s.getsockname()[1]
 
 
 def commands(module: str, num_processes: int, port: int, args: list[str]) -> list[list[str]]:
@@ -39,31 +74,247 @@ def commands(module: str, num_processes: int, port: int, args: list[str]) -> lis
   ] for i in range(num_processes)]
 
 
+def _dies_with(parent: int):
+  """A child's setup (subprocess's preexec_fn): it gets SIGKILL when the launcher dies (Linux),
+  and ends at once if the launcher is already gone."""
+  prctl = None
+  if sys.platform.startswith('linux'):
+    try:
+      prctl = ctypes.CDLL(ctypes.util.find_library('c') or None, use_errno=True).prctl
+    except (OSError, AttributeError):
+      prctl = None
+
+  def setup() -> None:
+    if prctl is not None:
+      prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+      os._exit(1)  # pylint: disable=protected-access
+
+  return setup
+
+
+def _signal_name(signum: int) -> str:
+  try:
+    return signal.Signals(signum).name
+  except ValueError:
+    return f'signal {signum}'
+
+
+def _still_stopped(pid: int) -> bool:
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] in ('T', 't')
+  except (OSError, IndexError):
+    return True  # No /proc: as reported.
+
+
+class _Run:
+  """The processes of one run, their exits in the order they came, and their stderr: passed on
+  while the run goes well; after a failure, only the failed process's."""
+
+  def __init__(self, procs: list[subprocess.Popen], grace_s: float, out=None):
+    n = len(procs)
+    self.procs, self.grace_s = procs, grace_s
+    self.out = out or sys.stderr.buffer
+    self.lock = threading.RLock()
+    self.events = queue.Queue()
+    self.alive = [True] * n  # Not reaped yet (only these get signals: their pid is theirs).
+    self.codes: list[int | None] = [None] * n  # Exit codes; -N: killed by signal N.
+    self.eof = [False] * n
+    self.exits: list[int] = []  # Processes in the order they exited.
+    self.pending = [collections.deque() for _ in procs]  # (time, line) waiting _HOLD_S.
+    self.held = [[] for _ in procs]  # 'error...' lines: shown once the process ends, if first.
+    self.fatal: list[str | None] = [None] * n  # An abort's first line (the rest is dropped).
+    self.stopped_at: dict[int, tuple[float, int]] = {}  # Reported stopped: (when, signal).
+    self.first: int | None = None  # The first failure: its output alone is shown.
+    self.code = 0
+    self.failed_at: float | None = None  # When the first process failed (the grace begins).
+    self.stopping = False  # A stop was passed on: exits 128 + N are no failures.
+    self.killed = False
+
+  # Threads: one reads each process's stderr, one waits for each process.
+  def start(self) -> None:
+    for i, p in enumerate(self.procs):
+      threading.Thread(target=self._read, args=(i, p), daemon=True).start()
+      threading.Thread(target=self._wait, args=(i, p), daemon=True).start()
+
+  def _read(self, i: int, p: subprocess.Popen) -> None:
+    for line in iter(p.stderr.readline, b''):
+      with self.lock:
+        if self.first not in (None, i) or self.fatal[i] is not None:
+          continue  # A consequence of the failure, or the rest of an abort's dump.
+        text = line.decode(errors='replace')
+        if _FATAL.match(text):
+          self.fatal[i] = ' '.join(text.split()[4:] if text[0] == 'F' else text.split())
+          self.pending[i].clear()  # Its preamble (JAX's notes on the error) goes with it.
+        elif text.startswith('error'):
+          self.held[i].append(line)
+        else:
+          self.pending[i].append((time.monotonic(), line))
+    self.events.put(('eof', i, 0))
+
+  def _wait(self, i: int, p: subprocess.Popen) -> None:
+    if not hasattr(os, 'waitid'):
+      code = p.wait()
+      with self.lock:
+        self.alive[i] = False
+      self.events.put(('exit', i, code))
+      return
+    while True:
+      try:
+        info = os.waitid(os.P_PID, p.pid, os.WEXITED | os.WSTOPPED | os.WNOWAIT)
+      except ChildProcessError:
+        info = None
+      if info is not None and info.si_code in (os.CLD_STOPPED, os.CLD_TRAPPED):
+        os.waitid(os.P_PID, p.pid, os.WSTOPPED | os.WNOHANG)  # Taken: the next wait blocks.
+        self.events.put(('stop', i, info.si_status))
+        continue
+      with self.lock:  # Reaped under the lock: no signal goes to a pid that is no longer its.
+        self.alive[i] = False
+        if info is not None:
+          os.waitid(os.P_PID, p.pid, os.WEXITED)
+          code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        else:
+          code = p.returncode if p.returncode is not None else 1
+        p.returncode = code
+      self.events.put(('exit', i, code))
+      return
+
+  def signal_all(self, signum: int, but: int | None = None) -> None:
+    with self.lock:
+      for i, p in enumerate(self.procs):
+        if self.alive[i] and i != but:
+          if signum != signal.SIGKILL:
+            os.kill(p.pid, signal.SIGCONT)  # A stopped process acts on nothing else.
+          os.kill(p.pid, signum)
+
+  def pass_on(self, signum: int, frame) -> None:
+    """Ctrl-C and SIGTERM: passed on to every process, which stop after the same round."""
+    del frame
+    self.stopping = True
+    self.signal_all(signum)
+
+  # The main thread: events, the lines' release, the stopped processes, the grace.
+  def supervise(self) -> int:
+    self.start()
+    while not all(self.eof[i] and self.codes[i] is not None for i in range(len(self.procs))):
+      try:
+        kind, i, value = self.events.get(timeout=0.05)
+      except queue.Empty:
+        kind = None
+      with self.lock:
+        if kind == 'eof':
+          self.eof[i] = True
+        elif kind == 'exit':
+          self.codes[i] = value
+          self.exits.append(i)
+          self.stopped_at.pop(i, None)
+          if value and self.failed_at is None and not self.stopping:
+            self.failed_at = time.monotonic()
+        elif kind == 'stop' and not self.stopping:
+          self.stopped_at.setdefault(i, (time.monotonic(), value))
+        self._check_stopped()
+        self._decide()
+        self._release()
+        if (self.failed_at is not None and not self.killed and
+            time.monotonic() - self.failed_at > self.grace_s):
+          self.killed = True
+          self.signal_all(signal.SIGKILL)
+    with self.lock:
+      self._decide(final=True)
+      self._release(everything=True)
+    return self.code
+
+  def _check_stopped(self) -> None:
+    now = time.monotonic()
+    for i, (since, signum) in list(self.stopped_at.items()):
+      if now - since < _STOPPED_S:
+        continue
+      del self.stopped_at[i]
+      if not self.alive[i] or not _still_stopped(self.procs[i].pid):
+        continue  # Continued since (a job stopped and resumed as a whole: Ctrl-Z, fg).
+      if self.first is None:
+        self._fail(
+            i, 128 + signum, f'error: process {i} of the run was stopped by signal {signum} '
+            f'({_signal_name(signum)}), which holds up the others: the run was ended; {_RERUN}')
+      os.kill(self.procs[i].pid, signal.SIGKILL)
+
+  def _fail(self, i: int, code: int, line: str | None) -> None:
+    """Process i is the run's first failure: its line (or `line`, the launcher's) is the one
+    shown; the others are stopped, and what they print from now on is not."""
+    self.first, self.code = i, code
+    if self.failed_at is None:
+      self.failed_at = time.monotonic()
+    for j in range(len(self.procs)):
+      if j != i:
+        self.pending[j].clear()
+        self.held[j].clear()
+    self._release(only=i, everything=True)
+    if line is None:
+      for held in self.held[i]:
+        self.out.write(held)
+      self.held[i].clear()
+    else:
+      self.out.write(f'{line}\n'.encode())
+    self.out.flush()
+    self.signal_all(signal.SIGTERM, but=i)
+
+  def _decide(self, final: bool = False) -> None:
+    """The first failure, in the order the processes exited, of those that said why or could
+    not (killed, aborted); one that ended quietly (another's failure made it stop) is no cause."""
+    if self.first is not None:
+      return
+    quiet = None
+    for i in self.exits:
+      if not self.eof[i]:
+        return  # Its last words may still come.
+      code = self.codes[i]
+      if code == 0:
+        for held in self.held[i]:  # 'error...' lines of a process that succeeded: shown.
+          self.out.write(held)
+        self.held[i].clear()
+        continue
+      if code < 0:
+        what = (f'aborted ({self.fatal[i][:200]})'
+                if self.fatal[i] else f'was killed by signal {-code} ({_signal_name(-code)})')
+        self._fail(i, 128 - code, f'error: process {i} of the run {what}: {_RERUN}')
+        return
+      if self.held[i] or self.fatal[i]:
+        line = None if self.held[i] else (
+            f'error: process {i} of the run aborted ({self.fatal[i][:200]}): {_RERUN}')
+        self._fail(i, code, line)
+        return
+      quiet = i if quiet is None else quiet
+    if final and quiet is not None:
+      self.code = self.codes[quiet]
+      if self.code not in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # Else a stop, said so.
+        self._fail(
+            quiet, self.code,
+            f'error: process {quiet} of the run ended with exit code {self.code}: '
+            f'{_RERUN}')
+
+  def _release(self, only: int | None = None, everything: bool = False) -> None:
+    """Passes on the lines that waited long enough (or all: the process ended)."""
+    now = time.monotonic()
+    for i, lines in enumerate(self.pending):
+      if only is not None and i != only:
+        continue
+      if self.first not in (None, i):
+        lines.clear()
+        continue
+      while lines and (everything or self.eof[i] or now - lines[0][0] >= _HOLD_S):
+        self.out.write(lines.popleft()[1])
+    self.out.flush()
+
+
 def supervise(procs: list[subprocess.Popen], grace_s: float) -> int:
-  """Waits for every process; after the first failure the others get `grace_s` to stop, then are
-  killed. The first failure's exit code, else 0."""
-  failed_at, code = None, 0
-  while any(p.poll() is None for p in procs):
-    for p in procs:
-      if p.poll() not in (None, 0) and not code:  # The first failure.
-        code, failed_at = p.returncode, time.monotonic()
-        if code < 0:  # Killed: it could not say so itself.
-          print(
-              f'error: process {procs.index(p)} of the run was killed by signal {-code}: rerun '
-              'the same command to resume from the last checkpoint',
-              file=sys.stderr)
-        for other in procs:
-          if other.poll() is None:
-            other.send_signal(signal.SIGTERM)
-    if failed_at is not None and time.monotonic() - failed_at > grace_s:
-      for p in procs:
-        if p.poll() is None:
-          p.kill()
-    time.sleep(0.1)
-  for p in procs:
-    if p.returncode and not code:
-      code = p.returncode
-  return 128 - code if code < 0 else code  # Killed by a signal: the shell's 128 + signal.
+  """Waits for every process (their stderr piped here); after the first failure the others get
+  `grace_s` to stop, then are killed. The first failure's exit code (128 + N for a signal N),
+  else 0."""
+  run = _Run(procs, grace_s)
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, run.pass_on)
+  return run.supervise()
 
 
 def main(argv: list[str]) -> None:
@@ -72,20 +323,20 @@ def main(argv: list[str]) -> None:
   args = argv[1:]
   if args and args[0] == '--':
     args = args[1:]
+  held, port = hold_port()  # Held until this launcher exits.
+  env = dict(os.environ, **{LAUNCHER_PID_ENV: str(os.getpid())})
+  setup = _dies_with(os.getpid())
   procs = [
-      subprocess.Popen(command)  # pylint: disable=consider-using-with
-      for command in commands(_MODULE.value, _PROCESSES.value, _free_port(), args)
+      subprocess.Popen(  # pylint: disable=consider-using-with,subprocess-popen-preexec-fn
+          command,
+          env=env,
+          stderr=subprocess.PIPE,
+          preexec_fn=setup) for command in commands(_MODULE.value, _PROCESSES.value, port, args)
   ]
-
-  def forward(signum, frame):
-    del frame
-    for p in procs:
-      if p.poll() is None:
-        p.send_signal(signum)
-
-  for signum in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(signum, forward)
-  sys.exit(supervise(procs, _GRACE.value))
+  code = supervise(procs, _GRACE.value)
+  if held is not None:
+    held.close()
+  sys.exit(code)
 
 
 if __name__ == '__main__':

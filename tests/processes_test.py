@@ -1,6 +1,10 @@
 """One run over two processes (jax.distributed on CPU, collectives through gloo), started by the
 launcher: the same records as one process with two devices (the same lanes), a process killed
-mid-run stops the other with one line, and the rerun resumes to the undisturbed records."""
+mid-run stops the other with one line, and the rerun resumes to the undisturbed records.
+
+The first launch of a session prepares MNIST in process 0 while process 1 waits for it (longer
+than gloo's own 30 s on a slow machine). The runs share the session's compilation cache (a
+repeated program is not compiled again). Each test runs whole programs: all are slow."""
 import signal
 import subprocess
 import sys
@@ -21,7 +25,7 @@ def _flags(root, workdir, rounds):
   return [
       *RUN, f'--config.num_rounds={rounds}', f'--workdir={workdir}',
       f'--config.data.tfds_data_dir={root / "tfds"}', f'--config.data.cache_dir={root / "cache"}',
-      '--config.compute.compilation_cache_dir='
+      f'--config.compute.compilation_cache_dir={root / "xla"}'
   ]
 
 
@@ -52,6 +56,7 @@ def _one_process(env, root, workdir, rounds):
   return records(workdir)
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_with_two_devices(mnist_env, tmp_path):
   env, root = mnist_env
   launched = _launch(env, root, tmp_path / 'two', 12)
@@ -65,6 +70,7 @@ def test_two_processes_equal_one_process_with_two_devices(mnist_env, tmp_path):
   assert sorted(p.name for p in (tmp_path / 'two' / 'checkpoints').iterdir()) == ['12', '4', '8']
 
 
+@pytest.mark.slow
 def test_a_killed_process_stops_the_other_and_the_rerun_resumes(mnist_env, tmp_path):
   env, root = mnist_env
   workdir = tmp_path / 'run'
@@ -84,13 +90,13 @@ def test_a_killed_process_stops_the_other_and_the_rerun_resumes(mnist_env, tmp_p
   subprocess.run(['kill', f'-{signal.SIGKILL.value}', *follower], check=True)
   _, err = launched.communicate(timeout=120)
   assert time.monotonic() - killed_at < 60
-  assert launched.returncode != 0
-  lines = [line for line in err.splitlines() if line.startswith('error:')]
-  # Process 0 says it lost the other, or, if it could not (held in a collective until the launcher
-  # stopped it), the launcher says which process was killed.
-  assert any('another process of the run stopped' in line or
-             'process 1 of the run was killed by signal 9' in line for line in lines), err[-3000:]
-  assert all('rerun the same command to resume' in line for line in lines), lines
+  assert launched.returncode == 128 + signal.SIGKILL
+  lines = [line for line in err.splitlines() if line.startswith('error')]
+  # The launcher says which process was killed; what process 0 says of the loss is held back.
+  assert lines == [
+      'error: process 1 of the run was killed by signal 9 (SIGKILL): rerun the same command to '
+      'resume from the last checkpoint'
+  ], err[-3000:]
   done = len(records(workdir))
   assert done < 81  # Stopped before the end...
 
@@ -116,12 +122,14 @@ def _sweep_rows(workdir):
   return [[row.split(',')[i] for i in keep] for row in rows]
 
 
+@pytest.mark.slow
 def test_a_sweep_over_two_processes_killed_and_resumed_equals_one_process(mnist_env, tmp_path):
   """Three chunks of three runs: the rerun keeps the finished chunks (the leader tells the other
   process so), resumes the interrupted one, and ends with one process's table."""
   env, root = mnist_env
   data = [
-      f'--config.data.tfds_data_dir={root / "tfds"}', f'--config.data.cache_dir={root / "cache"}'
+      f'--config.data.tfds_data_dir={root / "tfds"}', f'--config.data.cache_dir={root / "cache"}',
+      f'--config.compute.compilation_cache_dir={root / "xla"}'
   ]
   workdir = tmp_path / 'sweep'
   command = [
@@ -162,6 +170,7 @@ def test_a_sweep_over_two_processes_killed_and_resumed_equals_one_process(mnist_
   assert len(_sweep_rows(workdir)) == 1 + 9 * 31
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_stops_both_processes_after_the_same_round(mnist_env, tmp_path, signum):
   env, root = mnist_env
@@ -175,5 +184,6 @@ def test_ctrl_c_or_sigterm_stops_both_processes_after_the_same_round(mnist_env, 
   assert launched.returncode == 128 + signum.value, err[-3000:]
   said = [line for line in err.splitlines() if line.startswith('interrupted after round')]
   assert len(said) == 1 and 'rerun the same command to resume' in said[0], err[-3000:]
+  assert not [line for line in err.splitlines() if line.startswith('error')], err[-3000:]
   stopped_after = int(said[0].split()[3].rstrip(';'))
   assert [r['round'] for r in records(workdir)][-1] == stopped_after < 80

@@ -276,3 +276,15 @@ def test_a_whole_run_peaks_near_its_estimate():
   value, unit = logged.split('Memory: about ')[1].split()[:2]
   estimate = float(value) * {'MiB': 2**20, 'GiB': 2**30}[unit]
   assert 0.7 < estimate / measured < 2.5, (estimate, measured)
+
+
+def test_an_allocation_that_fails_outside_the_simulation_is_one_line_at_the_command_line():
+  """Loading data, say: the command line maps it as the Simulation does."""
+  from fedprox_jax import cli  # pylint: disable=g-import-not-at-top
+
+  def load_too_much():
+    raise MemoryError('Unable to allocate 64.0 GiB for an array with shape (8, 10**9)')
+
+  with pytest.raises(SystemExit) as stop:
+    cli.run(load_too_much)
+  assert str(stop.value).startswith('error: ran out of memory allocating 64.0 GiB'), stop.value

@@ -86,6 +86,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.compute.num_processes = 0  # Processes in the run; 0 = from the cluster's environment.
   c.compute.process_id = -1  # This process's index; -1 = from the cluster's environment.
   c.compute.join_timeout_s = 300  # How long processes wait for each other at the start.
-  c.compute.heartbeat_timeout_s = 30  # A process silent this long stops the others.
+  c.compute.heartbeat_timeout_s = 30  # A process with no heartbeat this long stops the others.
   c.compute.compilation_cache_dir = '~/.cache/fedprox_jax/xla'  # Compiled programs; '' = off.
   return c

@@ -1,27 +1,79 @@
 """Which devices a simulation uses; called before JAX runs anything."""
+import ipaddress
 import os
+import socket
 
 from absl import logging
 import jax
 import ml_collections
 
+from fedprox_jax.errors import ConfigError
+
+
+def _loopback_bind(address: str | None) -> str | None:
+  """Where the coordinator listens: on the loopback interface alone when its address is loopback
+  (one machine; nothing else can reach it), else JAX's choice (every interface, for other hosts)."""
+  if not address or ':' not in address:
+    return None
+  host, port = address.rsplit(':', 1)
+  try:
+    loopback = ipaddress.ip_address(host.strip('[]')).is_loopback
+  except ValueError:
+    loopback = host == 'localhost'
+  if not loopback:
+    return None
+  return f'{"127.0.0.1" if host == "localhost" else host}:{port}'
+
+
+def _check_port(bind: str) -> None:
+  """The coordinator's port must be free (or held for it by the launcher, which binds it with
+  SO_REUSEPORT as the coordinator does, so that no other program takes it meanwhile)."""
+  host, port = bind.rsplit(':', 1)
+  host = host.strip('[]')
+  family = socket.AF_INET6 if ':' in host else socket.AF_INET
+  problem = None
+  with socket.socket(family) as s:
+    if hasattr(socket, 'SO_REUSEPORT'):
+      s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+      s.bind((host, int(port)))
+    except OSError as e:
+      problem = e.strerror
+  if problem is None:  # Free, or shared (SO_REUSEPORT) with a listener of this user: is there one?
+    with socket.socket(family) as s:
+      s.settimeout(1.0)
+      problem = 'a program listens on it' if s.connect_ex((host, int(port))) == 0 else None
+  if problem:
+    raise ConfigError(
+        f'the coordinator\'s address {bind} cannot be taken ({problem}): another program uses '
+        'that port; give compute.coordinator_address another port (fedprox_jax.launch picks a '
+        'free one)')
+
 
 def join(compute: ml_collections.ConfigDict) -> None:
   """Joins the processes of a multi-process run (JAX's multi-controller engine): every process
   runs the same program on its own devices, and together they see all devices. Unset fields come
-  from the cluster's environment (SLURM, Cloud TPU) as JAX detects it."""
+  from the cluster's environment (SLURM, Cloud TPU) as JAX detects it. A loopback coordinator
+  address keeps the coordinator on the loopback interface."""
   if jax.distributed.is_initialized():
     return
   # Cross-process collectives of CPU devices go through gloo (accelerators have their own).
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  address = compute.coordinator_address or None
+  process_id = None if compute.process_id < 0 else compute.process_id
+  bind = _loopback_bind(address)
+  if bind and process_id == 0:
+    _check_port(bind)
   jax.distributed.initialize(
-      coordinator_address=compute.coordinator_address or None,
+      coordinator_address=address,
       num_processes=compute.num_processes or None,
-      process_id=None if compute.process_id < 0 else compute.process_id,
+      process_id=process_id,
       initialization_timeout=compute.join_timeout_s,
-      # A process that stops sending heartbeats (killed, its host down) stops the others: within
-      # this time, not JAX's default 100 s.
-      heartbeat_timeout_seconds=compute.heartbeat_timeout_s)
+      coordinator_bind_address=bind,
+      # The processes watch each other's heartbeats themselves (engine/processes.py) and stop
+      # with one line after compute.heartbeat_timeout_s; JAX's own watch, which aborts the
+      # process with a C++ dump, is the backstop.
+      heartbeat_timeout_seconds=int(2 * compute.heartbeat_timeout_s + 30))
 
 
 def configure(c: ml_collections.ConfigDict) -> None:
