@@ -18,9 +18,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 # pylint: disable=g-import-not-at-top
 from fedprox_jax import plots
 from fedprox_jax.configs.sweeps import comparison
-from fedprox_jax.experiment import grid
+from fedprox_jax.experiment import sweep_results
 
-COLUMN = {field: column for column, field in grid.COLUMNS.items()}
+COLUMN = {field: column for column, field in sweep_results.COLUMNS.items()}
 
 
 def scores(rows: list[dict], metric: str) -> dict[str, dict[float, float]]:

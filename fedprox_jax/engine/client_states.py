@@ -3,14 +3,14 @@
 It lives on the first device when it fits DEVICE_BUDGET, else in host memory (the cohort's rows
 gathered before a round and scattered back after it), chosen automatically; a state that does not
 fit host_budget() (a quarter of the machine's memory) either is refused before any compute, with
-its size. The whole run's memory is estimated and checked by engine/resources.py, which counts
-these states too.
+its size. The whole run's memory is estimated and checked by engine/memory_estimate.py, which
+counts these states too.
 """
 import jax
 import numpy as np
 
 from fedprox_jax.algorithms.base import Algorithm
-from fedprox_jax.engine import resources
+from fedprox_jax.engine import machine
 
 DEVICE_BUDGET = 1 << 30  # Bytes on the device, and at most an eighth of its memory.
 HOST_FRACTION = 0.25  # Of the machine's memory.
@@ -27,7 +27,7 @@ def bytes_needed(algorithm: Algorithm, params_shape, num_runs: int, num_clients:
 
 
 def host_budget() -> int:
-  return int(HOST_FRACTION * resources.machine_memory())
+  return int(HOST_FRACTION * machine.machine_memory())
 
 
 def device_budget(device) -> int:
@@ -37,12 +37,12 @@ def device_budget(device) -> int:
 
 
 def check_fits(algorithm: Algorithm, needed: int, num_runs: int) -> None:
-  resources.check_fits(
+  machine.check_fits(
       needed,
       host_budget(), f'{algorithm.name} keeps a state for every client: {{needed}} for '
       f'{num_runs} run(s), more than a quarter of this machine\'s memory ({{budget}}): use fewer '
       'clients, a smaller model, or fewer runs per chunk (sweep.max_runs_per_chunk)',
-      sizes=resources.gib_text)
+      sizes=machine.gib_text)
 
 
 class ClientStates:

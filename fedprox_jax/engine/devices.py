@@ -70,20 +70,32 @@ def join(compute: ml_collections.ConfigDict) -> None:
       process_id=process_id,
       initialization_timeout=compute.join_timeout_s,
       coordinator_bind_address=bind,
-      # The processes watch each other's heartbeats themselves (engine/processes.py) and stop
+      # The processes watch each other's heartbeats themselves (engine/heartbeats.py) and stop
       # with one line after compute.heartbeat_timeout_s; JAX's own watch, which aborts the
       # process with a C++ dump, is the backstop.
       heartbeat_timeout_seconds=int(2 * compute.heartbeat_timeout_s + 30))
 
 
-def configure(c: ml_collections.ConfigDict) -> None:
-  """Joins a multi-host job if asked, and splits the CPU into `compute.cpu_devices` devices.
+# Whether a command line owns this process (then the process-wide settings of `compute` apply).
+_OWNED = [False]
+_NOTED = [False]
+
+
+def own_process() -> None:
+  """Called by the command lines, which own their process: configure() then applies the settings
+  of `compute` that hold for the whole process (JAX's CPU device count and its persistent
+  compilation cache). A library call (train_and_evaluate in a notebook) leaves the process as it
+  found it; apply_process_settings(config) applies them there on request."""
+  _OWNED[0] = True
+
+
+def apply_process_settings(c: ml_collections.ConfigDict) -> None:
+  """Splits the CPU into `compute.cpu_devices` devices and turns on JAX's persistent compilation
+  cache in `compute.compilation_cache_dir`, for every later computation of this process.
 
   Lanes are sharded over all devices; on a CPU-only machine, several CPU devices run their lanes
   on separate cores. This must happen before JAX's first computation; later it is only reported.
   """
-  if c.compute.distributed:
-    join(c.compute)
   if c.compute.compilation_cache_dir:
     # JAX's persistent compilation cache: a repeated run loads its compiled programs instead of
     # compiling them (seconds faster, and without the compiler's memory).
@@ -98,3 +110,34 @@ def configure(c: ml_collections.ConfigDict) -> None:
     if jax.devices()[0].platform == 'cpu' and jax.local_device_count() != wanted:
       logging.warning('JAX already runs with %d CPU devices; compute.cpu_devices=%d ignored',
                       jax.device_count(), wanted)
+
+
+def _note_unapplied(c: ml_collections.ConfigDict) -> None:
+  """Says once, in a library call, which process-wide settings of `compute` were left as found."""
+  if _NOTED[0]:
+    return
+  unapplied = []
+  wanted = c.compute.cpu_devices or os.cpu_count() or 1
+  if jax.devices()[0].platform == 'cpu' and jax.local_device_count() != wanted:
+    unapplied.append(f'compute.cpu_devices={c.compute.cpu_devices} (JAX has '
+                     f'{jax.local_device_count()} CPU devices)')
+  cache = c.compute.compilation_cache_dir
+  if cache and jax.config.jax_compilation_cache_dir != os.path.expanduser(cache):
+    unapplied.append(f'compute.compilation_cache_dir={cache!r}')
+  if unapplied:
+    _NOTED[0] = True
+    logging.info(
+        '%s: settings of the whole process, which a library call leaves as it found them; '
+        'call fedprox_jax.experiment.configure_process(config) before JAX starts to apply them',
+        ' and '.join(unapplied))
+
+
+def configure(c: ml_collections.ConfigDict) -> None:
+  """Joins a multi-host job if asked; applies the process-wide settings of `compute` when a
+  command line owns the process (own_process), else says which were left as found."""
+  if c.compute.distributed:
+    join(c.compute)
+  if _OWNED[0]:
+    apply_process_settings(c)
+  else:
+    _note_unapplied(c)

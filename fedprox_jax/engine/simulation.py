@@ -16,7 +16,10 @@ import numpy as np
 from fedprox_jax import algorithms
 from fedprox_jax.core import cohort as cohort_lib
 from fedprox_jax.engine import cohort_rows
+from fedprox_jax.engine import data_plan
 from fedprox_jax.engine import evaluation
+from fedprox_jax.engine import machine
+from fedprox_jax.engine import memory_estimate
 from fedprox_jax.engine import placement
 from fedprox_jax.engine import resources
 from fedprox_jax.engine import round_program
@@ -67,13 +70,13 @@ class Simulation:
   def _check_resources(self, data: FederatedData) -> float:
     """Refuses counts past int32 and a run over the memory; the estimate of the host's peak."""
     c, num_runs = self.config, len(self.runs)
-    plan = resources.loaded_data(data, c.clients_per_round)
+    plan = data_plan.loaded_data(data, c.clients_per_round)
     resources.check_rows(plan, self.batch_size)
-    self._devices = resources.devices_now()
-    self._memory_terms = resources.estimate(c, plan, self._devices, num_runs, self.num_lanes,
-                                            self.batch_size, self.client_data_mode,
-                                            data.num_clients)
-    host = resources.check_memory(self._memory_terms, self._devices)
+    self._devices = machine.devices_now()
+    self._memory_terms = memory_estimate.estimate(c, plan, self._devices, num_runs, self.num_lanes,
+                                                  self.batch_size, self.client_data_mode,
+                                                  data.num_clients)
+    host = memory_estimate.check_memory(self._memory_terms, self._devices)
     resources.check_steps(c, data.train_sizes, num_runs, self.num_lanes, self.batch_size)
     if self.client_data_mode == 'per_round':
       resources.check_gathered_rows(
@@ -89,12 +92,13 @@ class Simulation:
       except (AttributeError, TypeError, ValueError, jax.errors.JaxRuntimeError):
         return None  # A backend without memory analysis: the formulas stand.
 
-    terms = resources.refine(self._memory_terms, 'round', working(self._round))
-    terms = resources.refine(terms, 'eval', working(self._evaluate_all, self._evaluate_sample))
-    self.memory_estimate = resources.check_memory(terms, self._devices)
+    terms = memory_estimate.refine(self._memory_terms, 'round', working(self._round))
+    terms = memory_estimate.refine(terms, 'eval', working(self._evaluate_all,
+                                                          self._evaluate_sample))
+    self.memory_estimate = memory_estimate.check_memory(terms, self._devices)
     logging.info('Memory: about %s at the peak, estimated (this machine has %s)',
-                 resources.size_text(self.memory_estimate),
-                 resources.size_text(resources.machine_memory()))
+                 machine.size_text(self.memory_estimate),
+                 machine.size_text(machine.machine_memory()))
 
   def _build(self, data: FederatedData) -> None:
     c, runs = self.config, self.runs
