@@ -13,6 +13,7 @@ try:  # Ctrl-C while the libraries load: no traceback for that either.
   from ml_collections import config_flags
 
   from fedprox_jax import cli
+  from fedprox_jax import command_flags
   from fedprox_jax import experiment
 except KeyboardInterrupt:
   sys.exit(130)
@@ -29,11 +30,19 @@ _OVERWRITE = flags.DEFINE_bool(
     'overwrite', False, 'Start over in a workdir that holds another '
     "config's run, or a run that cannot be resumed (its files are "
     'deleted).')
+_DRY_RUN = flags.DEFINE_bool(
+    'dry_run', False, 'Check everything a start checks and print the config, workdir, data, '
+    'compiled programs, memory and a rough wall time; start nothing and write nothing.')
 
 
 def main(argv):
-  cli.check_no_arguments(argv)
-  config = cli.config_value(_CONFIG, 'config')
+  command_flags.check_no_arguments(argv)
+  config = command_flags.config_value(_CONFIG, 'config')
+  if _DRY_RUN.value:
+    from fedprox_jax.experiment import dry_run  # pylint: disable=g-import-not-at-top
+    workdir = cli.choose_workdir(_WORKDIR.value, flags.FLAGS['config'].config_filename, claim=False)
+    dry_run.main(lambda: dry_run.single(config, workdir, _WORKDIR.value is None, _OVERWRITE.value))
+    return
   workdir = cli.choose_workdir(_WORKDIR.value,
                                flags.FLAGS['config'].config_filename,
                                claim=cli.leads(config))
@@ -47,4 +56,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('config')
-  app.run(main, flags_parser=cli.parse_flags)
+  app.run(main, flags_parser=command_flags.parse_flags)

@@ -13,6 +13,7 @@ try:  # Ctrl-C while the libraries load: no traceback for that either.
   from ml_collections import config_flags
 
   from fedprox_jax import cli
+  from fedprox_jax import command_flags
   from fedprox_jax import experiment
 except KeyboardInterrupt:
   sys.exit(130)
@@ -32,11 +33,22 @@ _WORKDIR = flags.DEFINE_string(
 _OVERWRITE = flags.DEFINE_bool(
     'overwrite', False, 'Start over in a workdir that holds another '
     'sweep, or one that cannot be resumed (its files are deleted).')
+_DRY_RUN = flags.DEFINE_bool(
+    'dry_run', False, 'Check everything a start checks and print the base config, the runs, the '
+    'workdir, data, compiled programs, memory and a rough wall time; start nothing and write '
+    'nothing.')
 
 
 def main(argv):
-  cli.check_no_arguments(argv)
-  base, sweep = cli.config_value(_CONFIG, 'config'), cli.config_value(_SWEEP, 'sweep')
+  command_flags.check_no_arguments(argv)
+  base, sweep = command_flags.config_value(_CONFIG,
+                                           'config'), command_flags.config_value(_SWEEP, 'sweep')
+  if _DRY_RUN.value:
+    from fedprox_jax.experiment import dry_run  # pylint: disable=g-import-not-at-top
+    workdir = cli.choose_workdir(_WORKDIR.value, flags.FLAGS['sweep'].config_filename, claim=False)
+    dry_run.main(
+        lambda: dry_run.sweep(base, sweep, workdir, _WORKDIR.value is None, _OVERWRITE.value))
+    return
   workdir = cli.choose_workdir(_WORKDIR.value,
                                flags.FLAGS['sweep'].config_filename,
                                claim=cli.leads(base))
@@ -51,4 +63,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'sweep'])
-  app.run(main, flags_parser=cli.parse_flags)
+  app.run(main, flags_parser=command_flags.parse_flags)

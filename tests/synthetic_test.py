@@ -15,7 +15,7 @@ from tests.conftest import tiny_data
 
 
 def _generate(variant, seed=0, num_clients=30, dim=60, **bounds):
-  alpha, beta, iid = synthetic_config.VARIANTS[variant]
+  alpha, beta, iid = synthetic_config.DATASETS[variant]
   settings = dict(log_mean=4.0, log_sigma=2.0, min_examples=50, max_examples=0) | bounds
   return synthetic.generate(
       alpha=alpha,
@@ -62,7 +62,7 @@ def _loop_over_devices(alpha, beta, iid, num_clients, dim, num_classes, seed):
 def test_generator_equals_the_loop_over_devices(variant, chunk, monkeypatch):
   """Blocks of `chunk` devices (one block, or 5 of 7 and one of 2) give the loop's numbers."""
   monkeypatch.setattr(synthetic, 'CHUNK', chunk)
-  alpha, beta, iid = synthetic_config.VARIANTS[variant]
+  alpha, beta, iid = synthetic_config.DATASETS[variant]
   expected = _loop_over_devices(alpha, beta, iid, 37, 12, 10, seed=3)
   got = _generate(variant, seed=3, num_clients=37, dim=12)
   for e, g in zip(expected, got, strict=True):
@@ -160,6 +160,7 @@ def test_adaptive_mu_rule_on_a_hand_made_loss_sequence():
   assert floor.mu[0] == 0.0  # Never below 0.
 
 
+@pytest.mark.slow
 def test_adaptive_mu_moves_is_logged_and_resumes(tmp_path):
   config = synthetic_config.get_config('iid')
   config.num_rounds = 12

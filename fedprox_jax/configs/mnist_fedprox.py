@@ -3,7 +3,7 @@
     python -m fedprox_jax.run --config=configs/mnist_fedprox.py --workdir=/tmp/fedprox
 
 1000 clients (2 labels each, power-law sizes), 10 per round, 100 rounds, mu = 1, 90% stragglers,
-logistic regression. See README.md for the measured accuracy and wall time.
+logistic regression. See docs/results.md for the measured accuracy and wall time.
 """
 import ml_collections
 

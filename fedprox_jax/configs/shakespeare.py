@@ -6,7 +6,7 @@
 The paper's settings (the default variant): 20% of the windows (LEAF's non-IID sample), 10 clients
 a round, 40 rounds, batch 10, 20 local epochs, learning rate 0.8, mu = 0.001, 90% stragglers, the
 character LSTM (8-dimensional embedding, 2 x 256 units). That is a job for an accelerator (see
-README: Shakespeare). The `cpu` variant fits a 2-core CPU: 5% of the windows and each role's first
+docs/performance.md). The `cpu` variant fits a 2-core CPU: 5% of the windows and each role's first
 1000 only, a 2 x 64 LSTM, 2 local epochs (stragglers do 1), 20 rounds, and an evaluation every 5
 rounds on 10 clients drawn afresh each time.
 """

@@ -13,23 +13,23 @@ import ml_collections
 
 from fedprox_jax.configs import mnist_fedprox
 
-# variant -> (alpha, beta, iid)
-VARIANTS = {
+# dataset -> (alpha, beta, iid)
+DATASETS = {
     'iid': (0.0, 0.0, True),
     '0_0': (0.0, 0.0, False),
     '0.5_0.5': (0.5, 0.5, False),
     '1_1': (1.0, 1.0, False)
 }
+VARIANTS = (*DATASETS, 'large')  # What get_config takes: a dataset, or 'large' (a million devices).
 
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   variant = variant or '1_1'
   if variant == 'large':
     return large()
-  if variant not in VARIANTS:
-    raise ValueError(f'unknown synthetic variant {variant!r}; one of {", ".join(VARIANTS)}, '
-                     'large')
-  alpha, beta, iid = VARIANTS[variant]
+  if variant not in DATASETS:
+    raise ValueError(f'unknown synthetic variant {variant!r}; one of {", ".join(VARIANTS)}')
+  alpha, beta, iid = DATASETS[variant]
   c = mnist_fedprox.get_config()
   c.num_rounds = 200
   c.data = ml_collections.ConfigDict()

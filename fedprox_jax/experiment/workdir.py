@@ -178,13 +178,18 @@ def _written_here(name: str) -> bool:
           (name.startswith('.') and name.endswith('.tmp')))
 
 
-def _overwrite(root: pathlib.Path) -> None:
-  """Empties a workdir of what runs write there, refusing if it holds anything else."""
+def check_overwrite(root: pathlib.Path) -> None:
+  """Refuses --overwrite of a workdir that holds anything runs do not write (reads only)."""
   foreign = sorted(p.name for p in root.iterdir() if not _written_here(p.name))
   if foreign:
     raise ConfigError(f'--overwrite would delete {root / foreign[0]}'
                       f'{f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""}, which no '
                       'run wrote: choose another workdir')
+
+
+def _overwrite(root: pathlib.Path) -> None:
+  """Empties a workdir of what runs write there, refusing if it holds anything else."""
+  check_overwrite(root)
   for child in root.iterdir():
     if child.name != LOCK_NAME:
       shutil.rmtree(child) if child.is_dir() else child.unlink()
@@ -216,6 +221,13 @@ def prepare_workdir(workdir: str, configs: dict[str, ml_collections.ConfigDict],
   if overwrite:
     _overwrite(root)
     return
+  check_same_run(workdir, configs)
+
+
+def check_same_run(workdir: str, configs: dict[str, ml_collections.ConfigDict]) -> None:
+  """Refuses a workdir that holds a run of another config, or one without its config (reads
+  only)."""
+  root = pathlib.Path(workdir)
   started = [name for name in RUN_FILES if (root / name).exists()]
   for name, config in configs.items():
     path = root / name

@@ -2,6 +2,7 @@
 SHA-256 of its arrays inside: a second run neither rebuilds nor reads the raw data (MNIST's
 TensorFlow is not even imported), and a cache that was damaged or edited is built again."""
 from collections.abc import Callable
+import contextlib
 import hashlib
 import io
 import json
@@ -32,14 +33,35 @@ def digest(arrays: dict[str, np.ndarray]) -> str:
   return h.hexdigest()
 
 
+_read_only = [False]  # Inside read_only(): caches are read, never written nor cleaned.
+
+
+@contextlib.contextmanager
+def read_only():
+  """Inside, a cache that is there is read and a missing one is built in memory alone: nothing is
+  written (a dry run's data)."""
+  _read_only[0] = True
+  try:
+    yield
+  finally:
+    _read_only[0] = False
+
+
+def cache_path(c: ml_collections.ConfigDict, cache_key: str) -> pathlib.Path:
+  """Where the partition of config.data `c` with this key is cached."""
+  return pathlib.Path(c.cache_dir or
+                      '~/.cache/fedprox_jax').expanduser() / f'{c.name}-{cache_key}.npz'
+
+
 def load_or_build(c: ml_collections.ConfigDict, cache_key: str, build: Callable[[], dict],
                   check: Callable[[dict], None], fix: str) -> dict[str, np.ndarray]:
   """The arrays of config.data `c` from its cache, else from `build()` (then cached). `check`
   raises ValueError for arrays that are not a usable partition: a cache is then built again, a
   new build refused with `fix` (what to change in config.data)."""
-  cache_dir = pathlib.Path(c.cache_dir or '~/.cache/fedprox_jax').expanduser()
-  path = cache_dir / f'{c.name}-{cache_key}.npz'
-  remove_stale_temporaries(path)  # A build killed while caching left its half-written file.
+  path = cache_path(c, cache_key)
+  cache_dir = path.parent
+  if not _read_only[0]:
+    remove_stale_temporaries(path)  # A build killed while caching left its half-written file.
   if path.exists():
     try:
       with np.load(path) as f:  # The zip's CRC-32s catch altered bytes as they are read.
@@ -59,6 +81,8 @@ def load_or_build(c: ml_collections.ConfigDict, cache_key: str, build: Callable[
     check(arrays)
   except ValueError as e:
     raise DataError(f'the {c.name} partition of config.data is unusable ({e}): {fix}') from None
+  if _read_only[0]:
+    return arrays
   try:
     cache_dir.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()

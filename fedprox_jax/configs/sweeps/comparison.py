@@ -66,6 +66,7 @@ ARMS = {
         }
     }, 'server.learning_rate'),
 }
+VARIANTS = ('tune',)  # Beside none (the comparison): the tuning sweep.
 TUNING_SEEDS = 100  # Tuning runs use seeds 100, 101 (--config.seed=100); reported ones 0-4.
 
 
@@ -101,6 +102,6 @@ def sweep(values: dict, tune: bool, fractions=(0.0, 0.9)) -> ml_collections.Conf
 
 def get_config(grids: dict, chosen: dict, variant: str | None) -> ml_collections.ConfigDict:
   """The report sweep (variant None) or the tuning sweep ('tune') of a comparison config."""
-  if variant not in (None, 'tune'):
+  if variant not in (None, *VARIANTS):
     raise ValueError(f'unknown variant {variant!r}: none (the comparison) or tune')
   return sweep(grids if variant == 'tune' else chosen, tune=variant == 'tune')

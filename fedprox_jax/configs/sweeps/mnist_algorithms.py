@@ -17,6 +17,8 @@ import ml_collections
 
 from fedprox_jax.configs.sweeps import comparison
 
+VARIANTS = comparison.VARIANTS
+
 GRIDS = {
     'fedavg_drop': [0.001, 0.003, 0.01, 0.03],  # client.learning_rate
     'fedprox': [1.0, 2.0, 4.0, 8.0],  # algorithm.mu

@@ -10,11 +10,12 @@ import ml_collections
 
 from fedprox_jax.configs import synthetic
 
+VARIANTS = tuple(synthetic.DATASETS)  # The synthetic datasets (configs/synthetic.py).
+
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
-  if variant not in (None, *synthetic.VARIANTS):
-    raise ValueError(f'unknown synthetic variant {variant!r}; one of '
-                     f'{", ".join(synthetic.VARIANTS)}')
+  if variant not in (None, *VARIANTS):
+    raise ValueError(f'unknown synthetic variant {variant!r}; one of {", ".join(VARIANTS)}')
   s = ml_collections.ConfigDict()
   s.repeats = 3
   start = 1.0 if variant == 'iid' else 0.0

@@ -20,6 +20,8 @@ import ml_collections
 
 from fedprox_jax.configs.sweeps import comparison
 
+VARIANTS = comparison.VARIANTS
+
 GRIDS = {
     'fedavg_drop': [0.0003, 0.001, 0.003, 0.01],  # client.learning_rate
     'fedprox': [0.1, 0.3, 1.0, 3.0],  # algorithm.mu
