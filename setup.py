@@ -8,6 +8,12 @@ setuptools.setup(
     'data, vectorized over the cohort in JAX.',
     # The presets install as fedprox_jax.configs; the repository's configs/ folder holds their
     # files for path-based use and is not a package (no top-level `configs` to clash with).
+    # package_dir {'': '.'} makes an editable install put the clone on sys.path (a .pth line)
+    # instead of an import hook that runs after the path search: from the clone's parent folder
+    # the clone itself (named fedprox_jax, no __init__.py) is then only a namespace portion, and
+    # the package inside it wins, as a regular package always does over a namespace. (The clone's
+    # tests/ and configs/ become importable by those names too; nothing in the package uses them.)
+    package_dir={'': '.'},
     packages=setuptools.find_packages(include=['fedprox_jax', 'fedprox_jax.*']),
     python_requires='>=3.10',
     install_requires=[

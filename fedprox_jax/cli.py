@@ -1,130 +1,15 @@
-"""What the command lines share: reading config flags and turning known failures into one line."""
-import importlib.util
+"""What the command lines share: where results go, and known failures turned into one line."""
 import os
 import pathlib
-import re
 import sys
 import time
-import traceback
 
-from absl import flags
 from absl import logging
 
-from fedprox_jax import config_fields
-from fedprox_jax import configs as presets
 from fedprox_jax import errors
 from fedprox_jax import quiet
 from fedprox_jax import signals
 from fedprox_jax.experiment import workdir as workdir_lib
-
-
-def _one_line(e: BaseException) -> str:
-  text = ' '.join(str(e).replace('\\n', ' ').replace("\\'", "'").split())
-  return text[1:-1] if text[:1] == text[-1:] == "'" else text  # A KeyError's repr quotes.
-
-
-def _load_config_file(spec: str):
-  """The config of a config_flags spec ('path' or 'path:argument'), loaded as config_flags does."""
-  path, _, argument = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('config_file', path)
-  if module_spec is None:
-    raise ValueError(f'{path} is not a Python file')
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(argument) if argument else module.get_config()
-
-
-def _config_file_problem(e: BaseException, spec: str) -> str:
-  """A failure to load config file `spec` in the user's words, with the file and line."""
-  path = spec.partition(':')[0]
-  cause = e.__cause__ or e
-  if os.path.isfile(path) and not path.endswith('.py'):
-    return f'{path} is not a Python config file: give a .py file with a get_config() function'
-  if isinstance(cause, SyntaxError):
-    return f'{cause.filename} line {cause.lineno}: {cause.msg}'
-  if isinstance(cause, OSError) and not os.path.isfile(path):
-    for sweep, flag in ((True, '--sweep'), (False, '--config')):
-      if pathlib.Path(path).stem in presets.names(sweep) and not path.endswith('.py'):
-        return f'{path} is a preset of {flag}: give it as {flag}={spec}'
-    return (f'no config file {path}: give a file\'s path, or a preset\'s name: '
-            f'{", ".join(presets.names())} (sweeps: {", ".join(presets.names(sweep=True))})')
-  if isinstance(cause, TypeError) and 'positional argument' in str(cause):
-    return f'{path}\'s get_config() takes no argument after ":" (or another number): {cause}'
-  if "has no attribute 'get_config'" in str(cause):
-    return f'{path} has no get_config() function: define one that returns the config'
-  frames = [
-      f for f in traceback.extract_tb(cause.__traceback__)
-      if os.path.abspath(f.filename) == os.path.abspath(path)
-  ]
-  where = f'{path} line {frames[-1].lineno}' if frames else path
-  return f'{where}: {type(cause).__name__}: {_one_line(cause)}'
-
-
-def _unknown_override(argv: list[str]) -> str | None:
-  """For a command line whose overrides failed: the first override of a field that its config
-  lacks, named with the nearest field or the fields of its group."""
-  specs = _config_specs(argv)
-  for arg in argv:
-    match = re.match(r'^--?(?:no)?(\w+)\.([\w.]+)', arg)
-    if not match or match.group(1) not in specs:
-      continue
-    name, field = match.groups()
-    try:
-      known = list(config_fields.flatten(_load_config_file(specs[name])))
-    except Exception:  # pylint: disable=broad-except
-      return None  # The file itself is at fault; absl's message says how.
-    groups = {k.rsplit('.', i)[0] for k in known for i in range(1, k.count('.') + 1)}
-    if field not in known and field not in groups:
-      return config_fields.unknown_field_message(field, known, f'--{name}')
-  return None
-
-
-def _config_specs(argv: list[str]) -> dict[str, str]:
-  """{'config': spec, 'sweep': spec} as given on the command line."""
-  specs = {}
-  for arg in argv:
-    match = re.match(r'^--?(config|sweep)=(.+)$', arg)
-    if match:
-      specs[match.group(1)] = match.group(2)
-  return specs
-
-
-def _with_presets(argv: list[str]) -> list[str]:
-  """--config=NAME[:argument] and --sweep=NAME[:argument] name presets (fedprox_jax.configs)
-  unless a file of that path exists."""
-  out = []
-  for arg in argv:
-    match = re.match(r'^(--?(config|sweep)=)(.+)$', arg)
-    if match:
-      arg = match.group(1) + presets.resolve(match.group(3), sweep=match.group(2) == 'sweep')
-    out.append(arg)
-  return out
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, presets taken by name, and a bad config file, flag or override
-  answered in one line."""
-  argv = _with_presets(argv)
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except  # Config files may raise anything.
-    for name, spec in _config_specs(argv).items():
-      try:
-        _load_config_file(spec)
-      except Exception as load_error:  # pylint: disable=broad-except
-        sys.exit(f'error: --{name}: {_config_file_problem(load_error, spec)}')
-    sys.exit(f'error: {_unknown_override(argv) or _one_line(e)}')
-
-
-def config_value(flag_holder, name: str):
-  """The config of a config_flags flag; an unreadable config file exits with one line.
-  (config_flags loads lazily and reports a failed load on first use.)"""
-  try:
-    config = flag_holder.value
-    config.keys()
-    return config
-  except Exception as e:  # pylint: disable=broad-except  # Whatever the user's file raises.
-    sys.exit(f'error: --{name}: {_config_file_problem(e, flags.FLAGS[name].config_filename)}')
 
 
 def _quiet_closed_event_loops(hook):
@@ -140,12 +25,6 @@ def _quiet_closed_event_loops(hook):
       hook(unraisable)
 
   return quiet
-
-
-def check_no_arguments(argv: list[str]) -> None:
-  """Flags only: a stray word (`--overwrite false`) would otherwise be ignored."""
-  if len(argv) > 1:
-    sys.exit(f'error: unexpected argument {argv[1]!r}: give every flag as --name=value')
 
 
 def leads(config) -> bool:
@@ -195,7 +74,17 @@ def run(main,
   arguments of the command that plots them), or that nothing is saved. A workdir `chosen` here
   (not given) must be named to the command that resumes the run. With config.compute.distributed
   the process first joins the others; all but the first then log warnings and errors only."""
-  sys.unraisablehook = _quiet_closed_event_loops(sys.unraisablehook)
+  from fedprox_jax.engine import devices  # pylint: disable=g-import-not-at-top  # (Loads JAX.)
+  devices.own_process()  # A command line's process: its config's process-wide settings apply.
+  hook = sys.unraisablehook
+  sys.unraisablehook = _quiet_closed_event_loops(hook)
+  try:
+    _run(main, workdir, results, plot, chosen, config)
+  finally:
+    sys.unraisablehook = hook
+
+
+def _run(main, workdir, results, plot, chosen, config) -> None:
   signals.install()
   quiet.install()  # Before joining other processes: JAX's notes on it come then.
   again = f'rerun the same command with --workdir={workdir}' if chosen else 'rerun the same command'
@@ -212,11 +101,10 @@ def run(main,
     main()
     if lines and workdir:
       logging.info(
-          'Results in %s: %s. Plot them: python -m fedprox_jax.plot %s. The whole '
-          'process took %.1f s (data, compilation and rounds).', workdir, results,
-          plot.format(workdir=workdir), _process_seconds())
+          'Results in %s: %s. Plot them: python -m fedprox_jax.plot %s. The process took '
+          '%.1f s in all.', workdir, results, plot.format(workdir=workdir), _process_seconds())
     elif lines:
-      logging.info('Nothing was saved (--workdir=). The whole process took %.1f s.',
+      logging.info('Nothing was saved (--workdir=). The process took %.1f s in all.',
                    _process_seconds())
   except errors.USER_ERRORS as e:  # Their message says what is wrong and what to do.
     logging.debug('%s', e, exc_info=True)

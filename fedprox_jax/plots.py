@@ -4,10 +4,9 @@ import csv
 import json
 import pathlib
 
-import matplotlib
-
-matplotlib.use('Agg')  # Files only; no display needed.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+# Figures made as objects, never through pyplot: files need no display, and the caller's
+# matplotlib backend and open figures are left as they are.
+from matplotlib.figure import Figure
 import numpy as np
 
 LABELS = {
@@ -121,11 +120,8 @@ def plot_sweep(sweep_dir: str,
     raise ValueError(f'{sweep_dir / "results.csv"} has none of the metrics to plot')
   fractions = sorted({float(r['stragglers']) for r in rows})
   arms = list(dict.fromkeys(series_of(r) for r in rows))
-  fig, axes = plt.subplots(len(metrics),
-                           len(fractions),
-                           squeeze=False,
-                           figsize=(4.2 * len(fractions), 3.2 * len(metrics)),
-                           sharex=True)
+  fig = Figure(figsize=(4.2 * len(fractions), 3.2 * len(metrics)))
+  axes = fig.subplots(len(metrics), len(fractions), squeeze=False, sharex=True)
   for i, metric in enumerate(metrics):
     data = curves(rows, metric)
     for j, fraction in enumerate(fractions):
@@ -140,7 +136,6 @@ def plot_sweep(sweep_dir: str,
   paths = [sweep_dir / f'{out_name}.png', sweep_dir / f'{out_name}.pdf']
   for path in paths:
     fig.savefig(path, dpi=dpi)
-  plt.close(fig)
   return paths
 
 
@@ -160,7 +155,8 @@ def plot_run(run_dir: str) -> pathlib.Path:
   records = read_records(run_dir / 'metrics.jsonl')
   keys = [k for k in LABELS if k in records[0]]
   panels = list(dict.fromkeys(_panel(k) for k in keys))
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+  fig = Figure(figsize=(4.6 * len(panels), 3.6))
+  axes = fig.subplots(1, len(panels), squeeze=False)
   rounds = [r['round'] for r in records]
   for key in keys:
     axes[0, panels.index(_panel(key))].plot(rounds, [r[key] for r in records], label=LABELS[key])
@@ -173,7 +169,6 @@ def plot_run(run_dir: str) -> pathlib.Path:
   fig.tight_layout()
   path = run_dir / 'metrics.png'
   fig.savefig(path, dpi=120)
-  plt.close(fig)
   return path
 
 
@@ -185,11 +180,8 @@ def plot_datasets(sweep_dirs: dict[str, str],
   """Columns = datasets (one sweep each), rows = metrics, a line per arm: mean over seeds, +-1
   std."""
   tables = {label: read_table(pathlib.Path(d) / 'results.csv') for label, d in sweep_dirs.items()}
-  fig, axes = plt.subplots(len(metrics),
-                           len(tables),
-                           squeeze=False,
-                           figsize=(3.6 * len(tables), 2.8 * len(metrics)),
-                           sharex=True)
+  fig = Figure(figsize=(3.6 * len(tables), 2.8 * len(metrics)))
+  axes = fig.subplots(len(metrics), len(tables), squeeze=False, sharex=True)
   for j, (label, rows) in enumerate(tables.items()):
     for i, metric in enumerate(metrics):
       data = curves(rows, metric)
@@ -204,5 +196,4 @@ def plot_datasets(sweep_dirs: dict[str, str],
   fig.tight_layout()
   path = pathlib.Path(path)
   fig.savefig(path, dpi=80)
-  plt.close(fig)
   return path

@@ -3,4 +3,4 @@ sets mu = 0 and drops stragglers (algorithm.drop_stragglers), as the FedProx pap
 both are settings of any algorithm, so FedAvg and FedProx runs share one compiled program."""
 from fedprox_jax.algorithms import fedprox
 
-ALGORITHM = fedprox.ALGORITHM._replace(name='fedavg', own_fields=())
+ALGORITHM = fedprox.ALGORITHM._replace(name='fedavg')

@@ -1,6 +1,7 @@
 """FedProx (Li et al., MLSys 2020): local SGD on loss + mu/2 ||y - w||^2, the weighted mean of the
 clients' deltas. The proximal term is the local solver's (every algorithm has it when mu > 0);
-FedProx's own is the adaptive mu rule (algorithms/adaptive_mu.py), which the round loop applies.
+so is the adaptive mu rule (algorithms/adaptive_mu.py), which the round loop applies to any run
+that sets algorithm.adaptive_mu.
 """
 from fedprox_jax.algorithms import base
 
@@ -18,5 +19,4 @@ def server_delta(totals: base.Totals, state, hp):
 ALGORITHM = base.Algorithm(name='fedprox',
                            init_state=base.no_state,
                            upload=upload,
-                           server_delta=server_delta,
-                           own_fields=('algorithm.adaptive_mu',))
+                           server_delta=server_delta)

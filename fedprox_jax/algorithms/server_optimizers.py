@@ -27,7 +27,7 @@ OPTIMIZERS = {
     'adagrad': ('b1', 'eps')
 }
 # server.learning_rate = 0 takes the optimizer's own default: sgd's 1 is FedAvg's replacement of the
-# model by the clients' mean; the others were chosen on the default MNIST task (README: Algorithms).
+# model by the clients' mean; the others were chosen on the default MNIST task (docs/results.md).
 DEFAULT_LEARNING_RATES = {
     'sgd': 1.0,
     'momentum': 0.03,

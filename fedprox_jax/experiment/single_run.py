@@ -47,7 +47,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   from its newest checkpoint that verifies (a finished one is left as it is); one of another config
   is refused unless `overwrite`, which starts it over.
   """
-  quiet.install()
+  with quiet.library_call():  # The caller's logging as it was afterwards.
+    return _train_and_evaluate(config, workdir, overwrite)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None,
+                        overwrite: bool) -> list[dict]:
   validation.validate(config)
   validation.warn_unused(config)
   processes.join(config)

@@ -21,7 +21,6 @@ from fedprox_jax.tasks import models
 # here, they are warned about when the run's choices ignore them.
 MAX_ROUNDS = 10**8
 OPTIONAL_DEFAULTS = {
-    'algorithm.adaptive_mu': False,
     'server.momentum': 0.9,
     'server.b1': 0.9,
     'server.b2': 0.99,
@@ -45,7 +44,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   config_fields.one_of(c, 'data.name', tuple(tasks.TASKS))
   config_fields.check_seed(c.data.seed, 'data.seed')
   config_fields.one_of(c, 'model.name', tuple(models.MODELS))
-  tasks.TASKS[c.data.name].validate(c)
+  tasks.TASKS[c.data.name].validate(c)  # (A task's own word on its model comes first.)
+  models.check_options(c.model.name, models.options(c.model))
   require(c.clients_per_round >= 1, 'clients_per_round', f'= {c.clients_per_round} must be >= 1')
   if 'num_clients' in c.data:  # Other tasks know their clients once loaded (Simulation checks).
     require(c.clients_per_round <= c.data.num_clients, 'clients_per_round',
@@ -122,10 +122,14 @@ def warn_unused(c: ml_collections.ConfigDict, label: str = 'the run') -> None:
   for field in unused_fields(c):
     logging.warning('config.%s = %r is not read by %s (algorithm %s, server optimizer %s)', field,
                     config_fields.get(c, field), label, c.algorithm.name, c.server.optimizer)
-  if c.algorithm.name == 'fedavg' and c.algorithm.mu > 0:
+  if c.algorithm.name != 'fedprox' and (c.algorithm.mu > 0 or c.algorithm.adaptive_mu):
+    # Every algorithm's local solver adds the proximal term: mu = 1, the default config's
+    # FedProx value, kept after choosing another algorithm makes that algorithm + FedProx.
     logging.warning(
-        "%s is fedavg with algorithm.mu = %s: it trains FedProx's objective (FedAvg "
-        'has mu = 0)', label, c.algorithm.mu)
+        "%s is %s with algorithm.mu = %s%s: its clients train FedProx's objective (the proximal "
+        'term); set algorithm.mu = 0 (and adaptive_mu = False) for plain %s, or start from its '
+        'preset, unless the combination is meant', label, c.algorithm.name, c.algorithm.mu,
+        ' (adaptive)' if c.algorithm.adaptive_mu else '', c.algorithm.name)
   if c.algorithm.drop_stragglers and c.stragglers.fraction == 1:
     logging.warning(
         '%s drops stragglers and every sampled client is one (stragglers.fraction = '

@@ -67,7 +67,11 @@ def load_mnist(tfds_data_dir: str, manual_dir: str) -> dict[str, np.ndarray]:
   manual_dir = resolve_manual_dir(manual_dir)
   if manual_dir:
     check_manual_dir(manual_dir)
-  quiet.install()  # Before TensorFlow's import: its C++ notices come then.
+  with quiet.library_call():  # Before TensorFlow's import: its C++ notices come then.
+    return _load_with_tfds(tfds_data_dir, manual_dir)
+
+
+def _load_with_tfds(tfds_data_dir: str, manual_dir: str) -> dict[str, np.ndarray]:
   logging.info('Loading TensorFlow to read MNIST with TFDS (once: later runs read the partition '
                'cache)')
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedprox_jax.errors import ConfigError
 from fedprox_jax.tasks import conv
 from fedprox_jax.tasks.lstm import LSTM
 
@@ -46,13 +47,20 @@ def create_model(name: str, num_classes: int, input_dim: int, key: jax.Array,
   """The model's apply function and initial parameters drawn with `key`; `options` (config.model's
   other fields) set the fields the model has (the LSTM's sizes)."""
   cls = MODELS[name]
-  module = cls(num_classes=num_classes,
-               **{
-                   k: v for k, v in options.items() if k in cls.__dataclass_fields__
-               })
+  check_options(name, options)
+  module = cls(num_classes=num_classes, **options)
   dummy = jnp.zeros((1, input_dim), getattr(cls, 'input_dtype', jnp.float32))
   params = module.init(key, dummy)['params']
   return (lambda p, x: module.apply({'params': p}, x)), params
+
+
+def check_options(name: str, options: dict) -> None:
+  """A config.model field that the model does not take would be dropped: refused instead."""
+  taken = sorted(set(MODELS[name].__dataclass_fields__) - {'parent', 'name', 'num_classes'})
+  for field in sorted(options):
+    if field not in taken:
+      raise ConfigError(f'config.model.{field} is not a field of model {name!r} (its fields: '
+                        f'{", ".join(taken) or "none"}): remove it, or choose the model it is for')
 
 
 def options(model_config) -> dict:
