@@ -61,16 +61,32 @@ def test_scaffold_first_round_is_fedavgs():
   assert not np.allclose(fedprox[1]['Dense_0']['kernel'], scaffold[1]['Dense_0']['kernel'])
 
 
-def test_server_momentum_zero_is_sgd():
-  config = tiny_config(**{'stragglers.fraction': 0.5, 'server.learning_rate': 0.8})
-  sgd, _ = _rounds(config, tiny_data())
-  momentum, _ = _rounds(
-      with_changes(config, **{
+def test_server_momentum_moves_the_model_by_its_own_rule_over_the_clients_mean():
+  """FedAvgM through the Simulation, by hand: each round's Delta is the plain loop's weighted mean
+  of the clients (engine/reference.py) minus the model, m = beta m + Delta, w += eta m."""
+  beta, eta = 0.5, 0.8
+  config = tiny_config(
+      **{
+          'stragglers.fraction': 0.5,
           'server.optimizer': 'momentum',
-          'server.momentum': 0.0
-      }), tiny_data())
-  for a, b in zip(sgd, momentum):
-    jax.tree.map(np.testing.assert_array_equal, a, b)
+          'server.momentum': beta,
+          'server.learning_rate': eta
+      })
+  data = tiny_data()
+  got, sim = _rounds(config, data)
+  loop = reference.make_reference_train_cohort(sim.apply_fn,
+                                               learning_rate=config.client.learning_rate,
+                                               weight_decay=config.client.weight_decay,
+                                               batch_size=config.client.batch_size)
+  w = jax.tree.map(lambda a: np.asarray(a, np.float64), sim.initial_params)
+  m = jax.tree.map(np.zeros_like, w)
+  for r, params in enumerate(got, start=1):
+    mean = loop(jax.tree.map(lambda a: a.astype(np.float32), w),
+                jax.tree.map(np.asarray, sim.sample(r)), np.asarray(sim.hp['mu']), data.train_x,
+                data.train_y, data.train_offsets, data.train_sizes)
+    m = jax.tree.map(lambda m, a, w: beta * m + (a - w), m, mean, w)
+    w = jax.tree.map(lambda w, m: w + eta * m, w, m)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), params, w)
 
 
 @pytest.mark.parametrize('on_device', [True, False])

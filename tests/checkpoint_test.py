@@ -1,38 +1,21 @@
 """Checkpoint and resume, determinism, and every bad input answered in one line."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from fedprox_jax.experiment import workdir as workdir_lib
-from tests.cli_test import _data_flags
-from tests.conftest import REPO
-from tests.conftest import subprocess_env
+from tests.commands import mnist_data_flags
+from tests.commands import run_module
+from tests.runs import records
 
-# 100 clients and short local work: a round takes milliseconds, a run a few seconds.
+# Synthetic(1,1) on 12 devices and short local work: a round takes milliseconds, a run seconds.
 FLAGS = [
-    '--config=configs/mnist_fedprox.py', '--config.data.num_clients=100',
-    '--config.clients_per_round=5', '--config.client.local_epochs=2', '--config.checkpoint_every=5',
-    '--config.checkpoint_keep=2'
+    '--config=configs/synthetic.py:1_1', '--config.data.num_clients=12',
+    '--config.clients_per_round=5', '--config.client.local_epochs=2',
+    '--config.eval.dissimilarity=False', '--config.checkpoint_every=5', '--config.checkpoint_keep=2'
 ]
-
-
-def _run(env, *args, **kwargs):
-  return subprocess.run([sys.executable, '-m', 'fedprox_jax.run', *args],
-                        cwd=REPO,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=600,
-                        **kwargs)
-
-
-def _records(workdir):
-  records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
-  return [{k: v for k, v in r.items() if not k.startswith('time/')} for r in records]
 
 
 def _final_params(workdir):
@@ -43,25 +26,25 @@ def _final_params(workdir):
   return steps, {'Dense_0': {k: state[f'server.params.Dense_0.{k}'] for k in ('kernel', 'bias')}}
 
 
-def test_a_checkpoint_resumes_on_other_devices(mnist_env, tmp_path):
+@pytest.mark.slow
+def test_a_checkpoint_resumes_on_other_devices(tmp_path):
   """Checkpoints are restored onto the resuming process's devices, whatever saved them: the run
   goes on as it would have, up to float summation order (other lanes, other sums: ~1e-7)."""
-  env, root = mnist_env
-  flags = [*FLAGS, *_data_flags(root), '--config.checkpoint_every=2']
+  flags = [*FLAGS, '--config.checkpoint_every=2']
   whole = tmp_path / 'whole'
-  result = _run(env, *flags, f'--workdir={whole}', '--config.num_rounds=6',
-                '--config.compute.cpu_devices=1')
+  result = run_module(*flags, f'--workdir={whole}', '--config.num_rounds=6',
+                      '--config.compute.cpu_devices=1')
   assert result.returncode == 0, result.stderr[-3000:]
   moved = tmp_path / 'moved'
-  first = _run(env, *flags, f'--workdir={moved}', '--config.num_rounds=4',
-               '--config.compute.cpu_devices=1')
+  first = run_module(*flags, f'--workdir={moved}', '--config.num_rounds=4',
+                     '--config.compute.cpu_devices=1')
   assert first.returncode == 0, first.stderr[-3000:]
-  resumed = _run(env, *flags, f'--workdir={moved}', '--config.num_rounds=6',
-                 '--config.compute.cpu_devices=3')
+  resumed = run_module(*flags, f'--workdir={moved}', '--config.num_rounds=6',
+                       '--config.compute.cpu_devices=3')
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert 'Resuming from the checkpoint of round 4' in resumed.stderr
   assert 'Resuming on 3 lanes where the checkpoint ran 1' in resumed.stderr
-  got, want = _records(moved), _records(whole)
+  got, want = records(moved), records(whole)
   assert [r['round'] for r in got] == [r['round'] for r in want] == list(range(7))
   assert got[:5] == want[:5]  # The rounds run on the same devices are bit-identical.
   for a, b in zip(got[5:], want[5:]):
@@ -74,39 +57,42 @@ def test_a_checkpoint_resumes_on_other_devices(mnist_env, tmp_path):
                              atol=1e-5)
 
 
-def test_workdir_of_another_config_is_refused_unless_overwritten(mnist_env, tmp_path):
-  env, root = mnist_env
-  flags = [*FLAGS, '--config.num_rounds=3', *_data_flags(root), f'--workdir={tmp_path}']
-  assert _run(env, *flags).returncode == 0
-  refused = _run(env, *flags, '--config.algorithm.mu=2')
+@pytest.mark.slow
+def test_workdir_of_another_config_is_refused_unless_overwritten(tmp_path):
+  flags = [*FLAGS, '--config.num_rounds=3', f'--workdir={tmp_path}']
+  assert run_module(*flags).returncode == 0
+  refused = run_module(*flags, '--config.algorithm.mu=2')
   assert refused.returncode != 0
   assert refused.stderr.strip().splitlines()[-1] == (
       f'error: --workdir {tmp_path} holds a run of another config (algorithm.mu: 1.0 -> 2.0): '
       'use another workdir, or --overwrite to start it over')
   assert json.loads((tmp_path / 'config.json').read_text())['algorithm']['mu'] == 1.0
   # More rounds extend the run; --overwrite starts another one.
-  longer = _run(env, *[f for f in flags if 'num_rounds' not in f], '--config.num_rounds=5')
-  assert longer.returncode == 0 and [r['round'] for r in _records(tmp_path)] == list(range(6))
-  over = _run(env, *flags, '--config.algorithm.mu=2', '--overwrite')
-  assert over.returncode == 0 and len(_records(tmp_path)) == 4
+  longer = run_module(*[f for f in flags if 'num_rounds' not in f], '--config.num_rounds=5')
+  assert longer.returncode == 0 and [r['round'] for r in records(tmp_path)] == list(range(6))
+  over = run_module(*flags, '--config.algorithm.mu=2', '--overwrite')
+  assert over.returncode == 0 and len(records(tmp_path)) == 4
 
 
+@pytest.mark.slow
 def test_divergence_keeps_earlier_checkpoints(mnist_env, tmp_path):
   env, root = mnist_env
   # Weight decay with lr * decay > 2 multiplies the weights by |1 - lr * decay| = 1.1 a step:
-  # they overflow after several rounds, once checkpoints exist.
+  # they overflow after several rounds of MNIST's 100 small clients, once checkpoints exist.
   flags = [
-      *FLAGS, '--config.num_rounds=40', '--config.checkpoint_every=1',
-      '--config.client.learning_rate=2100', '--config.algorithm.mu=0', *_data_flags(root),
+      '--config=configs/mnist_fedprox.py', '--config.data.num_clients=100',
+      '--config.clients_per_round=5', '--config.client.local_epochs=2',
+      '--config.checkpoint_keep=2', '--config.num_rounds=40', '--config.checkpoint_every=1',
+      '--config.client.learning_rate=2100', '--config.algorithm.mu=0', *mnist_data_flags(root),
       f'--workdir={tmp_path}'
   ]
-  result = _run(env, *flags)
+  result = run_module(*flags, env=env)
   assert result.returncode != 0
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('error: round ') and 'non-finite' in last, last
   round_failed = int(last.split()[2].rstrip(':'))
-  records = _records(tmp_path)
-  assert [r['round'] for r in records] == list(range(round_failed))
+  logged = records(tmp_path)
+  assert [r['round'] for r in logged] == list(range(round_failed))
   assert round_failed > 2
   steps, params = _final_params(tmp_path)
   assert steps == [round_failed - 2, round_failed - 1]  # The last two, intact and finite.
@@ -114,6 +100,7 @@ def test_divergence_keeps_earlier_checkpoints(mnist_env, tmp_path):
   assert not (tmp_path / 'summary.json').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args, message', [
     (['--config=configs/nope.py'], 'error: --config: no config file configs/nope.py'),
     (['--config=configs/mnist_fedprox.py', '--config.algorithm.muu=3'
@@ -125,7 +112,7 @@ def test_divergence_keeps_earlier_checkpoints(mnist_env, tmp_path):
 ])
 def test_bad_command_lines_fail_in_one_line(args, message):
   # Each fails before any data are read: no MNIST needed.
-  result = _run(subprocess_env(), *args)
+  result = run_module(*args)
   assert result.returncode != 0
   assert 'Traceback' not in result.stderr
   last = result.stderr.strip().splitlines()[-1]

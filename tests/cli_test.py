@@ -1,4 +1,5 @@
-"""The real command line on shrunken configs, with MNIST read offline from ../shared/mnist."""
+"""The real command line on shrunken configs (MNIST read offline from ../shared/mnist where MNIST
+is what is tested), and the command lines' shared pieces in process."""
 import json
 import shutil
 import signal
@@ -8,8 +9,16 @@ import time
 
 import pytest
 
+from fedprox_jax import cli
+from fedprox_jax import command_flags
+from tests.commands import SYNTHETIC_SMALL
+from tests.commands import command
+from tests.commands import mnist_data_flags
+from tests.commands import run_module
+from tests.commands import stop
 from tests.conftest import REPO
 from tests.conftest import mnist_manual_dir
+from tests.conftest import subprocess_env
 
 SMALL = [
     '--config.num_rounds=2', '--config.data.num_clients=100', '--config.clients_per_round=5',
@@ -17,29 +26,32 @@ SMALL = [
 ]
 
 
-def _run(env, *args):
-  return subprocess.run([sys.executable, '-m', 'fedprox_jax.run', *args],
-                        cwd=REPO,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=600)
+def test_a_default_workdir_is_made_under_runs_and_named_by_the_config(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert cli.choose_workdir('', 'configs/synthetic.py:1_1') is None  # --workdir=: nothing saved.
+  assert cli.choose_workdir('somewhere', 'x.py') == 'somewhere'
+  unclaimed = cli.choose_workdir(None, 'configs/synthetic.py:1_1', claim=False)
+  assert unclaimed.startswith('runs/synthetic-1_1-') and not (tmp_path / 'runs').exists()
+  claimed = cli.choose_workdir(None, 'configs/synthetic.py:1_1')
+  assert (tmp_path / claimed).is_dir() and claimed.startswith('runs/synthetic-1_1-')
+  assert cli.choose_workdir(None, 'configs/synthetic.py:1_1') != claimed  # Each run its own.
 
 
-def _data_flags(root, manual_dir=None):
-  flags = [
-      f'--config.data.tfds_data_dir={root / "tfds"}', f'--config.data.cache_dir={root / "cache"}'
-  ]
-  if manual_dir:
-    flags.append(f'--config.data.manual_dir={manual_dir}')
-  return flags
+def test_a_stray_word_on_the_command_line_is_refused():
+  command_flags.check_no_arguments(['run'])
+  with pytest.raises(SystemExit, match="unexpected argument 'false': give every flag as"):
+    command_flags.check_no_arguments(['run', 'false'])
 
 
+@pytest.mark.slow
 def test_cli_writes_config_metrics_and_summary(mnist_env, tmp_path):
   env, root = mnist_env
   workdir = tmp_path / 'run'
-  result = _run(env, '--config=configs/mnist_fedprox.py', f'--workdir={workdir}', *SMALL,
-                *_data_flags(root))
+  result = run_module('--config=configs/mnist_fedprox.py',
+                      f'--workdir={workdir}',
+                      *SMALL,
+                      *mnist_data_flags(root),
+                      env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'Partition: clients 100' in result.stderr
   assert 'ETA' in result.stderr
@@ -69,14 +81,15 @@ def test_cli_writes_config_metrics_and_summary(mnist_env, tmp_path):
   assert second.returncode == 0, second.stderr[-3000:]
 
 
-def test_cli_invalid_config_fails_before_compute(mnist_env, tmp_path):
-  env, root = mnist_env
-  result = _run(env, '--config=configs/mnist_fedprox.py', '--config.algorithm.mu=-1',
-                *_data_flags(root))
+@pytest.mark.slow
+def test_cli_invalid_config_fails_before_compute(tmp_path):
+  result = run_module('--config=configs/mnist_fedprox.py', '--config.algorithm.mu=-1',
+                      f'--workdir={tmp_path / "run"}')
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == 'error: config.algorithm.mu = -1.0 must be >= 0'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('damage, message', [('missing', 'is missing'), ('corrupt', 'is corrupt')])
 def test_cli_bad_mnist_files_say_what_to_do(mnist_env, tmp_path, damage, message):
   env, _ = mnist_env
@@ -90,30 +103,33 @@ def test_cli_bad_mnist_files_say_what_to_do(mnist_env, tmp_path, damage, message
     victim.unlink()
   else:
     victim.write_bytes(victim.read_bytes()[:-10] + b'0123456789')
-  result = _run(env, '--config=configs/mnist_fedprox.py', *SMALL,
-                *_data_flags(tmp_path, manual_dir=manual))
+  result = run_module('--config=configs/mnist_fedprox.py',
+                      *SMALL,
+                      *mnist_data_flags(tmp_path, manual_dir=manual),
+                      env=env)
   assert result.returncode != 0
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('error: MNIST file') and message in last, last
   assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('delay', [0.3, 1.0])
-def test_ctrl_c_while_the_libraries_load_stops_the_run(mnist_env, tmp_path, delay):
+def test_ctrl_c_while_the_libraries_load_stops_the_run(tmp_path, delay):
   """A stop asked for before the run starts is never lost (a library's callback once swallowed
   it, and the run went on to exit 0)."""
-  env, root = mnist_env
-  proc = subprocess.Popen([
-      sys.executable, '-m', 'fedprox_jax.run', '--config=configs/mnist_fedprox.py',
-      f'--workdir={tmp_path / "run"}', *SMALL, *_data_flags(root)
-  ],
+  proc = subprocess.Popen(command(*SYNTHETIC_SMALL, '--config.num_rounds=2000',
+                                  f'--workdir={tmp_path / "run"}'),
                           cwd=REPO,
-                          env=env,
+                          env=subprocess_env(),
                           stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE,
                           text=True)
   time.sleep(delay)
   proc.send_signal(signal.SIGINT)
-  _, err = proc.communicate(timeout=300)
+  try:
+    _, err = proc.communicate(timeout=300)
+  finally:
+    stop(proc)
   assert proc.returncode == 130, err[-3000:]
   assert 'Traceback' not in err and 'interrupted' in err.strip().splitlines()[-1]

@@ -2,6 +2,7 @@
 import os
 import pathlib
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -15,6 +16,21 @@ from fedprox_jax.tasks.federated_data import FederatedData
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / 'shared' / 'mnist'
 SHARED_SHAKESPEARE = REPO.parent / 'shared' / 'shakespeare'
+
+# The programs the tests compile in process, kept across sessions (and shared by xdist's workers):
+# a Simulation's programs load in a fifth of the CPU time it takes to compile them. Set
+# $FEDPROX_JAX_TEST_XLA_CACHE to another folder, or to '' for none.
+TEST_XLA_CACHE_ENV = 'FEDPROX_JAX_TEST_XLA_CACHE'
+
+
+def pytest_configure(config):
+  del config
+  cache = os.environ.get(TEST_XLA_CACHE_ENV,
+                         str(pathlib.Path.home() / '.cache' / 'fedprox_jax' / 'test_xla'))
+  if cache:
+    jax.config.update('jax_compilation_cache_dir', cache)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+    jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 def tiny_data(num_clients: int = 12,

@@ -5,6 +5,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from fedprox_jax.engine.simulation import Simulation
 from tests.conftest import REPO
@@ -30,6 +31,7 @@ np.savez(sys.argv[1], **{k: np.asarray(v) for k, v in params['Dense_0'].items()}
 '''
 
 
+@pytest.mark.slow
 def test_four_devices_equal_one(tmp_path):
   config = tiny_config(**{'stragglers.fraction': 0.5})
   runs = [settings(config, seed=s, **{'algorithm.mu': mu}) for s, mu in ((0, 1.0), (1, 0.0))]

@@ -1,18 +1,20 @@
 """Faults during a run, through the real command line: kills at random moments, Ctrl-C, a full
 disk, damaged caches. A run either ends exactly as an undisturbed one or stops in one line."""
-import json
 import random
 import re
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
-from tests.conftest import REPO
-from tests.conftest import subprocess_env
+from tests.commands import run_code
+from tests.commands import run_module
+from tests.commands import start_module
+from tests.commands import wait_until
+from tests.runs import records
+
+pytestmark = pytest.mark.slow  # Every test runs the command line, most of them several times.
 
 # Synthetic(1,1) on 12 devices: no data to download, a round in milliseconds.
 SMALL = [
@@ -30,32 +32,11 @@ _LIMITED = ('import resource, runpy, signal, sys\n'
             'runpy.run_module("fedprox_jax.run", run_name="__main__", alter_sys=True)\n')
 
 
-def _run(*args, limit_file_size=None):
-  command = (['-c', _LIMITED, str(limit_file_size)]
-             if limit_file_size is not None else ['-m', 'fedprox_jax.run'])
-  return subprocess.run([sys.executable, *command, *args],
-                        cwd=REPO,
-                        env=subprocess_env(),
-                        capture_output=True,
-                        text=True,
-                        timeout=600)
-
-
-def _start(*args, log):
-  """The command in the background, its log in the file `log` (a pipe would fill and block it)."""
-  return subprocess.Popen([sys.executable, '-m', 'fedprox_jax.run', *args],
-                          cwd=REPO,
-                          env=subprocess_env(),
-                          stdout=subprocess.DEVNULL,
-                          stderr=open(log, 'w'),
-                          text=True)
-
-
-def _records(workdir):
-  lines = (workdir / 'metrics.jsonl').read_text().splitlines()
-  return [{
-      k: v for k, v in json.loads(line).items() if not k.startswith('time/')
-  } for line in lines]
+def _run_under_file_limit(*args, limit_file_size=None):
+  """The command line, with writes past `limit_file_size` bytes failing (a full disk) if given."""
+  if limit_file_size is None:
+    return run_module(*args)
+  return run_code(_LIMITED, str(limit_file_size), *args)
 
 
 def _logged_rounds(workdir) -> int:
@@ -65,12 +46,8 @@ def _logged_rounds(workdir) -> int:
     return 0
 
 
-def _wait_for_rounds(proc, workdir, rounds: int) -> None:
-  deadline = time.time() + 300
-  while _logged_rounds(workdir) < rounds:
-    assert proc.poll() is None, 'the run ended first'
-    assert time.time() < deadline
-    time.sleep(0.005)
+def _wait_for_rounds(proc, workdir, rounds: int, log) -> None:
+  wait_until(lambda: _logged_rounds(workdir) >= rounds, proc, log, f'{rounds} records logged')
 
 
 def _final_params(workdir, round_index):
@@ -90,14 +67,14 @@ def test_random_kills_a_damaged_checkpoint_and_a_torn_log_still_end_bit_identica
       '--config.checkpoint_keep=3'
   ]
   whole = tmp_path / 'whole'
-  assert _run(*flags, f'--workdir={whole}').returncode == 0
+  assert _run_under_file_limit(*flags, f'--workdir={whole}').returncode == 0
 
   run = tmp_path / 'run'
   progress = 0
   for _ in range(2):  # Killed twice at random rounds, each time resumed.
-    proc = _start(*flags, f'--workdir={run}', log=tmp_path / 'killed.log')
+    proc = start_module(*flags, f'--workdir={run}', log=tmp_path / 'killed.log')
     progress = rng.randint(progress + 150, progress + 600)
-    _wait_for_rounds(proc, run, progress)
+    _wait_for_rounds(proc, run, progress, tmp_path / 'killed.log')
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
   # Then the newest checkpoint is damaged and the log's last line torn, as by a crash mid-write.
@@ -108,11 +85,11 @@ def test_random_kills_a_damaged_checkpoint_and_a_torn_log_still_end_bit_identica
   log = run / 'metrics.jsonl'
   log.write_bytes(log.read_bytes()[:-25])
 
-  result = _run(*flags, f'--workdir={run}')
+  result = _run_under_file_limit(*flags, f'--workdir={run}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'Resuming from the older checkpoint of round {newest - 100}' in result.stderr
   assert 'dropped a partial last line' in result.stderr
-  assert _records(run) == _records(whole)  # Every record once, bit for bit.
+  assert records(run) == records(whole)  # Every record once, bit for bit.
   for name in ('kernel', 'bias'):
     np.testing.assert_array_equal(_final_params(run, 1500)[name], _final_params(whole, 1500)[name])
 
@@ -120,8 +97,8 @@ def test_random_kills_a_damaged_checkpoint_and_a_torn_log_still_end_bit_identica
 def test_ctrl_c_says_where_the_run_stands_and_the_rerun_resumes(tmp_path):
   flags = [*SMALL, '--config.num_rounds=1500', '--config.checkpoint_every=50']
   run = tmp_path / 'run'
-  proc = _start(*flags, f'--workdir={run}', log=tmp_path / 'log')
-  _wait_for_rounds(proc, run, 120)
+  proc = start_module(*flags, f'--workdir={run}', log=tmp_path / 'log')
+  _wait_for_rounds(proc, run, 120, tmp_path / 'log')
   proc.send_signal(signal.SIGINT)
   assert proc.wait(timeout=60) == 130
   stderr = (tmp_path / 'log').read_text()
@@ -134,10 +111,10 @@ def test_ctrl_c_says_where_the_run_stands_and_the_rerun_resumes(tmp_path):
   done, saved = map(int, match.groups())
   # Round 119 had its record when the signal came; it may not have finished all its work.
   assert saved == done // 50 * 50 and done >= 118
-  result = _run(*flags, f'--workdir={run}')
+  result = _run_under_file_limit(*flags, f'--workdir={run}')
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'Resuming from the checkpoint of round {saved}' in result.stderr
-  assert [r['round'] for r in _records(run)] == list(range(1501))
+  assert [r['round'] for r in records(run)] == list(range(1501))
 
 
 def test_a_full_disk_stops_in_one_line_and_the_rerun_resumes(tmp_path):
@@ -147,9 +124,12 @@ def test_a_full_disk_stops_in_one_line_and_the_rerun_resumes(tmp_path):
       *SMALL, '--config.data.dim=2000', '--config.checkpoint_every=5',
       '--config.compute.compilation_cache_dir='
   ]
-  first = _run(*flags, '--config.num_rounds=10', f'--workdir={tmp_path}')
+  first = _run_under_file_limit(*flags, '--config.num_rounds=10', f'--workdir={tmp_path}')
   assert first.returncode == 0, first.stderr[-3000:]
-  full = _run(*flags, '--config.num_rounds=20', f'--workdir={tmp_path}', limit_file_size=40_000)
+  full = _run_under_file_limit(*flags,
+                               '--config.num_rounds=20',
+                               f'--workdir={tmp_path}',
+                               limit_file_size=40_000)
   assert full.returncode == 1 and 'Traceback' not in full.stderr
   assert _last_line(full) == (
       f'error: the checkpoint of round 15 could not be written to {tmp_path / "checkpoints"} '
@@ -157,10 +137,10 @@ def test_a_full_disk_stops_in_one_line_and_the_rerun_resumes(tmp_path):
       'resume from the last checkpoint (round 10)')
   assert sorted(
       p.name for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()) == ['10', '5']
-  again = _run(*flags, '--config.num_rounds=20', f'--workdir={tmp_path}')
+  again = _run_under_file_limit(*flags, '--config.num_rounds=20', f'--workdir={tmp_path}')
   assert again.returncode == 0, again.stderr[-3000:]
   assert 'Resuming from the checkpoint of round 10' in again.stderr
-  assert [r['round'] for r in _records(tmp_path)] == list(range(21))
+  assert [r['round'] for r in records(tmp_path)] == list(range(21))
 
 
 def test_a_full_disk_under_the_metrics_log_names_it(tmp_path):
@@ -168,24 +148,24 @@ def test_a_full_disk_under_the_metrics_log_names_it(tmp_path):
       *SMALL, '--config.num_rounds=40', '--config.checkpoint_every=1000',
       '--config.compute.compilation_cache_dir='
   ]
-  full = _run(*flags, f'--workdir={tmp_path}', limit_file_size=3_000)
+  full = _run_under_file_limit(*flags, f'--workdir={tmp_path}', limit_file_size=3_000)
   assert full.returncode == 1 and 'Traceback' not in full.stderr
   assert _last_line(full) == (
       f'error: {tmp_path / "metrics.jsonl"} could not be written (File too large): free disk '
       'space or fix the directory, then rerun the same command to resume')
-  again = _run(*flags, f'--workdir={tmp_path}')
+  again = _run_under_file_limit(*flags, f'--workdir={tmp_path}')
   assert again.returncode == 0, again.stderr[-3000:]
-  assert [r['round'] for r in _records(tmp_path)] == list(range(41))
+  assert [r['round'] for r in records(tmp_path)] == list(range(41))
 
 
 def test_sigterm_stops_like_ctrl_c(tmp_path):
   run = tmp_path / 'run'
-  proc = _start(*SMALL,
-                '--config.num_rounds=1500',
-                '--config.checkpoint_every=50',
-                f'--workdir={run}',
-                log=tmp_path / 'log')
-  _wait_for_rounds(proc, run, 60)
+  proc = start_module(*SMALL,
+                      '--config.num_rounds=1500',
+                      '--config.checkpoint_every=50',
+                      f'--workdir={run}',
+                      log=tmp_path / 'log')
+  _wait_for_rounds(proc, run, 60, tmp_path / 'log')
   proc.send_signal(signal.SIGTERM)
   assert proc.wait(timeout=60) == 143  # 128 + SIGTERM, as for a process killed by it.
   last = (tmp_path / 'log').read_text().strip().splitlines()[-1]
@@ -193,6 +173,9 @@ def test_sigterm_stops_like_ctrl_c(tmp_path):
 
 
 def test_a_disk_full_from_the_start_is_one_line(tmp_path):
-  full = _run(*SMALL, '--config.num_rounds=3', f'--workdir={tmp_path / "run"}', limit_file_size=0)
+  full = _run_under_file_limit(*SMALL,
+                               '--config.num_rounds=3',
+                               f'--workdir={tmp_path / "run"}',
+                               limit_file_size=0)
   assert full.returncode == 1 and 'Traceback' not in full.stderr
   assert _last_line(full).startswith(f'error: --workdir {tmp_path / "run"} cannot be written')

@@ -59,6 +59,7 @@ DAMAGES = {
 
 
 @pytest.mark.parametrize('damage', list(DAMAGES))
+@pytest.mark.slow
 def test_a_damaged_newest_checkpoint_is_skipped_and_its_rounds_recomputed(
     undisturbed, tmp_path, damage, caplog):
   run = copy_run(undisturbed, tmp_path)
@@ -70,6 +71,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_its_rounds_recomputed(
   assert_same_run(undisturbed, run)
 
 
+@pytest.mark.slow
 def test_with_no_checkpoint_left_the_run_stops_rather_than_write_over_its_records(
     undisturbed, tmp_path, caplog):
   run = copy_run(undisturbed, tmp_path)
@@ -84,6 +86,7 @@ def test_with_no_checkpoint_left_the_run_stops_rather_than_write_over_its_record
   assert_same_run(undisturbed, run)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_from_before_digests_restores_with_a_warning(undisturbed, tmp_path, caplog):
   run = copy_run(undisturbed, tmp_path)
   # The old layout: one orbax item, `default`, with the models and adaptive mu as nested dicts
@@ -111,6 +114,7 @@ def test_a_checkpoint_from_before_digests_restores_with_a_warning(undisturbed, t
   assert_same_run(undisturbed, run)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_a_newer_format_is_refused(undisturbed, tmp_path):
   run = copy_run(undisturbed, tmp_path)
   meta = run / 'checkpoints' / '12' / 'meta' / 'metadata'
@@ -133,6 +137,7 @@ def test_the_digest_covers_values_round_and_progress():
   assert checkpoint_state.digest(3, reshaped, {'real_steps': 5}) != base
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_config_stops_the_run(undisturbed, tmp_path):
   foreign = tmp_path / 'foreign'
   experiment.train_and_evaluate(small_config(seed=1), str(foreign))
@@ -146,6 +151,7 @@ def test_a_checkpoint_of_another_config_stops_the_run(undisturbed, tmp_path):
   assert (run / 'metrics.jsonl').read_bytes() == log
 
 
+@pytest.mark.slow
 def test_oddly_named_checkpoint_directories_are_not_rounds(undisturbed, tmp_path):
   run = copy_run(undisturbed, tmp_path)
   (run / 'checkpoints' / '12').rename(run / 'checkpoints' / '012')
@@ -154,6 +160,7 @@ def test_oddly_named_checkpoint_directories_are_not_rounds(undisturbed, tmp_path
   assert_same_run(undisturbed, run)
 
 
+@pytest.mark.slow
 def test_checkpoints_that_are_a_file_are_refused_before_anything_is_written(undisturbed, tmp_path):
   run = copy_run(undisturbed, tmp_path)
   shutil.rmtree(run / 'checkpoints')
@@ -164,6 +171,7 @@ def test_checkpoints_that_are_a_file_are_refused_before_anything_is_written(undi
   assert (run / 'metrics.jsonl').read_text() == log
 
 
+@pytest.mark.slow
 def test_a_rejected_directory_that_is_a_file_is_named(undisturbed, tmp_path):
   run = copy_run(undisturbed, tmp_path)
   _alter_values(run / 'checkpoints' / '12')
@@ -172,6 +180,7 @@ def test_a_rejected_directory_that_is_a_file_is_named(undisturbed, tmp_path):
     experiment.train_and_evaluate(small_config(), str(run))
 
 
+@pytest.mark.slow
 def test_a_malformed_format_field_is_a_damaged_checkpoint(undisturbed, tmp_path, caplog):
   run = copy_run(undisturbed, tmp_path)
   meta = run / 'checkpoints' / '12' / 'meta' / 'metadata'

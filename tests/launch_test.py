@@ -16,9 +16,12 @@ import time
 
 import pytest
 
+from tests.commands import stop
 from tests.conftest import REPO
 from tests.conftest import subprocess_env
 from tests.runs import records
+
+pytestmark = pytest.mark.slow  # Every test runs the command line or whole runs.
 
 # A stand-in for a run's process: does what $FAKE_PLAN says for its process id.
 FAKE = textwrap.dedent('''
@@ -232,18 +235,23 @@ def test_a_coordinator_port_in_use_is_said_in_one_line(tmp_path):
   ], result.stderr
 
 
-# Real runs: two processes of one device each over MNIST (the session's prepared copy).
+# Real runs: two processes of one device each over Synthetic(1,1) (no data to prepare).
 RUN = [
-    '--config=mnist_fedprox', '--config.data.num_clients=100', '--config.clients_per_round=5',
+    '--config=synthetic:1_1', '--config.data.num_clients=40', '--config.clients_per_round=5',
     '--config.client.local_epochs=2', '--config.checkpoint_every=4',
-    '--config.compute.cpu_devices=1'
+    '--config.eval.dissimilarity=False', '--config.compute.cpu_devices=1'
 ]
+
+
+@pytest.fixture(scope='module')
+def run_env(tmp_path_factory):
+  """The tests' environment, and a folder for the runs' shared compilation cache."""
+  return subprocess_env(), tmp_path_factory.mktemp('runs')
 
 
 def _run_flags(root, workdir, rounds, *more):
   return [
       *RUN, f'--config.num_rounds={rounds}', f'--workdir={workdir}',
-      f'--config.data.tfds_data_dir={root / "tfds"}', f'--config.data.cache_dir={root / "cache"}',
       f'--config.compute.compilation_cache_dir={root / "xla"}', *more
   ]
 
@@ -320,13 +328,13 @@ SLOW_LEADER = textwrap.dedent(f'''
     tasks.load = slow_load
     if __name__ == '__main__':
       flags.mark_flag_as_required('config')
-      app.run(run.main, flags_parser=run.cli.parse_flags)
+      app.run(run.main, flags_parser=run.command_flags.parse_flags)
 ''')
 
 
 @pytest.mark.slow
-def test_the_others_wait_for_a_slow_leader(mnist_env, tmp_path):
-  env, root = mnist_env
+def test_the_others_wait_for_a_slow_leader(run_env, tmp_path):
+  env, root = run_env
   env = dict(env, PYTHONPATH=f'{tmp_path}{os.pathsep}{env["PYTHONPATH"]}')
   (tmp_path / 'slow_leader.py').write_text(SLOW_LEADER)
   launched = _launch(env, root, tmp_path / 'run', 8, module='slow_leader')
@@ -337,10 +345,10 @@ def test_the_others_wait_for_a_slow_leader(mnist_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_hung_process_is_named_in_one_line(mnist_env, tmp_path):
+def test_a_hung_process_is_named_in_one_line(run_env, tmp_path):
   """Without the launcher (as on two hosts): process 1 stops (SIGSTOP); process 0 says so in one
   line once it has missed its heartbeats for compute.heartbeat_timeout_s."""
-  env, root = mnist_env
+  env, root = run_env
   workdir = tmp_path / 'run'
   procs = _two_processes(env, root, workdir, 400, '--config.compute.heartbeat_timeout_s=5')
   try:
@@ -351,8 +359,7 @@ def test_a_hung_process_is_named_in_one_line(mnist_env, tmp_path):
     assert time.monotonic() - stopped_at < 20
   finally:
     for p in procs:
-      p.kill()
-      p.wait()
+      stop(p)
   assert procs[0].returncode == 1
   assert _said(err) == [
       'error: another process of the run stopped (process 1 sent no heartbeat for 5 s: stopped, '
@@ -362,11 +369,11 @@ def test_a_hung_process_is_named_in_one_line(mnist_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_lost_coordinator_is_said_in_one_line(mnist_env, tmp_path):
+def test_a_lost_coordinator_is_said_in_one_line(run_env, tmp_path):
   """Without the launcher (as on two hosts): process 0, the coordinator, is killed; JAX aborts
   process 1 at once (its C++ and Python dumps), or process 1 finds process 0 gone: either way it
   says so in one line."""
-  env, root = mnist_env
+  env, root = run_env
   workdir = tmp_path / 'run'
   procs = _two_processes(env, root, workdir, 400)
   try:
@@ -375,8 +382,7 @@ def test_a_lost_coordinator_is_said_in_one_line(mnist_env, tmp_path):
     _, err = procs[1].communicate(timeout=60)
   finally:
     for p in procs:
-      p.kill()
-      p.wait()
+      stop(p)
   assert procs[1].returncode != 0
   assert _said(err) in ([
       'error: another process of the run stopped (process 0 is gone: killed, or crashed): rerun '
@@ -389,11 +395,11 @@ def test_a_lost_coordinator_is_said_in_one_line(mnist_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failing_leader_takes_the_others_out_in_order(mnist_env, tmp_path):
+def test_a_failing_leader_takes_the_others_out_in_order(run_env, tmp_path):
   """The leader cannot write its checkpoint: it says so, and the other process, told through the
   coordination service, leaves the run through JAX's shutdown with it: both exit 1 at once, one
   line between them, no JAX dump."""
-  env, root = mnist_env
+  env, root = run_env
   workdir = tmp_path / 'run'
   procs = _two_processes(env, root, workdir, 400)
   try:
@@ -405,8 +411,7 @@ def test_a_failing_leader_takes_the_others_out_in_order(mnist_env, tmp_path):
     assert time.monotonic() - failed_at < 30
   finally:
     for p in procs:
-      p.kill()
-      p.wait()
+      stop(p)
   assert [p.returncode for p in procs] == [1, 1]
   said = _said(errs[0])
   assert len(said) == 1 and said[0].startswith('error: the checkpoint of round '), errs[0][-3000:]
@@ -439,10 +444,10 @@ def _listening(pid: int) -> list[tuple[str, int]]:
 
 
 @pytest.mark.slow
-def test_the_coordinator_on_loopback_and_the_processes_gone_with_the_launcher(mnist_env, tmp_path):
+def test_the_coordinator_on_loopback_and_the_processes_gone_with_the_launcher(run_env, tmp_path):
   """While the run goes, process 0's coordinator listens on 127.0.0.1 alone; the launcher killed
   (-9), both processes go within seconds, and the rerun resumes (the workdir is not held)."""
-  env, root = mnist_env
+  env, root = run_env
   workdir = tmp_path / 'run'
   launched = _launch(env, root, workdir, 400)
   try:

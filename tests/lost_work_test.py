@@ -33,6 +33,7 @@ def undisturbed(tmp_path_factory):
   return make_undisturbed(tmp_path_factory)
 
 
+@pytest.mark.slow
 def test_a_start_refused_on_a_new_workdir_leaves_the_winners_directory(tmp_path, monkeypatch):
   """The other process makes and locks the workdir between this one's look and its mkdir: this
   one is refused, and must not remove what the other made."""
@@ -79,6 +80,7 @@ def test_adding_a_config_field_leaves_fingerprints_as_they_were(monkeypatch):
   assert checkpoint_state.fingerprint([grown]) != before
 
 
+@pytest.mark.slow
 def test_a_run_of_an_earlier_release_resumes_after_a_field_is_added(undisturbed, tmp_path,
                                                                     monkeypatch):
   run = copy_run(undisturbed, tmp_path)
@@ -91,6 +93,7 @@ def test_a_run_of_an_earlier_release_resumes_after_a_field_is_added(undisturbed,
   assert [r['round'] for r in records(run)][-1] == 16
 
 
+@pytest.mark.slow
 def test_checkpoints_of_the_release_before_the_stable_fingerprint_resume(undisturbed, tmp_path):
   """This release's own earlier checkpoints hashed every field: they are still its own."""
   run = copy_run(undisturbed, tmp_path)
@@ -107,6 +110,7 @@ def test_checkpoints_of_the_release_before_the_stable_fingerprint_resume(undistu
   assert not (run / 'checkpoints-rejected').exists()
 
 
+@pytest.mark.slow
 def test_a_hand_edited_config_json_stops_instead_of_starting_over(undisturbed, tmp_path):
   run = copy_run(undisturbed, tmp_path)
   edited = small_config(**{'algorithm.mu': 0.5})
@@ -129,6 +133,7 @@ def test_a_hand_edited_config_json_stops_instead_of_starting_over(undisturbed, t
             "Error opening file: [os_error_code=5] Input/output error"),  # tensorstore's way.
     ],
     ids=['EACCES', 'EIO', 'EMFILE', 'MemoryError', 'tensorstore-EIO'])
+@pytest.mark.slow
 def test_a_checkpoint_that_cannot_be_read_now_stops_the_run_and_stays(undisturbed, tmp_path,
                                                                       monkeypatch, error):
   run = copy_run(undisturbed, tmp_path)
@@ -148,6 +153,7 @@ def test_a_checkpoint_that_cannot_be_read_now_stops_the_run_and_stays(undisturbe
   assert_same_run(undisturbed, run)
 
 
+@pytest.mark.slow
 def test_a_digest_valid_checkpoint_with_an_empty_progress_is_damaged(undisturbed, tmp_path, caplog):
   run = copy_run(undisturbed, tmp_path)
   meta_path = run / 'checkpoints' / '12' / 'meta' / 'metadata'
@@ -162,6 +168,7 @@ def test_a_digest_valid_checkpoint_with_an_empty_progress_is_damaged(undisturbed
   assert_same_run(undisturbed, run)
 
 
+@pytest.mark.slow
 def test_a_save_that_orbax_declines_is_an_error(tmp_path, monkeypatch):
   monkeypatch.setattr(ocp.CheckpointManager, 'save', lambda *args, **kwargs: False)
   with pytest.raises(errors.CheckpointError, match='checkpoint of round 4 was not written'):
@@ -174,6 +181,7 @@ def _dead_pid() -> int:
   return process.pid
 
 
+@pytest.mark.slow
 def test_temporary_files_of_killed_writers_are_removed(tmp_path):
   target = tmp_path / 'results.csv'
   dead = tmp_path / f'.results.csv.{_dead_pid()}.tmp'
@@ -186,6 +194,7 @@ def test_temporary_files_of_killed_writers_are_removed(tmp_path):
   assert target.read_text() == 'run,round\n'
 
 
+@pytest.mark.slow
 def test_a_half_written_partition_cache_of_a_killed_build_is_removed(tmp_path):
   data = ml_collections.ConfigDict({'name': 'mnist', 'cache_dir': str(tmp_path)})
   build = lambda: {'train_y': np.arange(6, dtype=np.int32)}
@@ -216,6 +225,7 @@ def _small_sweep() -> ml_collections.ConfigDict:
   })
 
 
+@pytest.mark.slow
 def test_a_refused_sweep_writes_nothing(tmp_path):
   sweep_dir = tmp_path / 'sweep'
   experiment.run_sweep(small_config(num_rounds=4), _small_sweep(), str(sweep_dir))

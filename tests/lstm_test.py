@@ -54,7 +54,7 @@ def _loss(apply_fn, params, x, y):
   return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(y)), y])
 
 
-@pytest.mark.parametrize('layers,hidden', [(1, 8), (2, 16)])
+@pytest.mark.parametrize('layers,hidden', [(1, 8), pytest.param(2, 16, marks=pytest.mark.slow)])
 def test_outputs_and_gradients_equal_flaxs_lstm(layers, hidden):
   key = jax.random.PRNGKey(3)
   x = jax.random.randint(key, (5, 30), 0, 80)

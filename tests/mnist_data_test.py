@@ -13,6 +13,9 @@ from fedprox_jax.experiment import validation
 from fedprox_jax.tasks import mnist_files as mnist
 from tests.conftest import mnist_manual_dir
 
+# Every test reads MNIST as TFDS prepares it (TensorFlow, tens of seconds).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def prepared(tmp_path_factory):

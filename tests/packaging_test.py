@@ -3,9 +3,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_a_plain_install_has_every_package(tmp_path):
   site = tmp_path / 'site'
   install = subprocess.run([

@@ -4,8 +4,6 @@ import collections
 import itertools
 import json
 import math
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -21,7 +19,8 @@ from fedprox_jax.engine import run_settings
 from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.experiment import validation
 from fedprox_jax.tasks import synthetic
-from tests.conftest import subprocess_env
+from tests.commands import run_code
+from tests.commands import run_module
 from tests.runs import records
 from tests.runs import small_config
 
@@ -106,6 +105,7 @@ def test_auto_gathers_per_round_only_for_large_populations_on_several_cpus():
   assert cohort_rows.choose('replicated', cpus, large, 10, 1) == 'replicated'
 
 
+@pytest.mark.slow
 def test_full_evaluation_on_its_schedule(tmp_path):
   """eval.clients = 3 with eval.full_every = 4: rounds 0, 4 and 8 read every device and equal the
   records of an all-device evaluation; the others (the last, 10, too) read 3 devices."""
@@ -139,22 +139,36 @@ def test_invalid_population_fields(field, value, message):
     validation.validate(small_config(eval_every=3, **{'eval.clients': 2, 'eval.full_every': 4}))
 
 
+# Loads the million-device preset's data as a run does and prints its own peak resident memory
+# (VmHWM; ru_maxrss would carry the parent's peak across fork and exec).
+_LOAD_LARGE = """
+from fedprox_jax.configs import synthetic as synthetic_config
+from fedprox_jax.experiment import validation
+from fedprox_jax.tasks import synthetic
+c = synthetic_config.get_config('large')
+validation.validate(c)
+data = synthetic.load(c.data)
+sizes = data.train_sizes + data.local_test_sizes
+with open('/proc/self/status') as status:
+  peak = [line for line in status if line.startswith('VmHWM:')][0].split()[1]
+print(len(sizes), sizes.min(), sizes.max(), int(peak) * 1024)
+"""
+
+
+@pytest.mark.slow
 def test_large_preset_holds_a_million_devices_in_under_4_gb():
+  """The data of synthetic:large, generated and split as a run loads them: 10^6 devices of 10 to
+  50 examples, and the loading process's measured peak under 4 GiB."""
   c = synthetic_config.get_config('large')
-  validation.validate(c)
-  d = c.data
-  sizes = synthetic.device_sizes(np.random.default_rng([d.seed, 3]),
-                                 d.num_clients,
-                                 log_mean=d.size_log_mean,
-                                 log_sigma=d.size_log_sigma,
-                                 min_examples=d.min_examples,
-                                 max_examples=d.max_examples)
-  assert len(sizes) == 10**6 and sizes.max() <= 50
-  row_bytes = 4 * d.dim + 4  # float32 features and an int32 label.
-  assert sizes.sum() * row_bytes < 4 * 2**30, sizes.sum() * row_bytes
   assert c.eval.clients and c.eval.full_every and not c.eval.dissimilarity
+  result = run_code(_LOAD_LARGE, timeout=1800)
+  assert result.returncode == 0, result.stderr[-3000:]
+  devices, smallest, largest, peak = map(int, result.stdout.split())
+  assert devices == 10**6 and smallest >= 10 and largest <= 50
+  assert peak < 4 * 2**30, f'peak {peak / 2**30:.2f} GiB'
 
 
+@pytest.mark.slow
 def test_a_run_begun_under_earlier_draws_is_not_resumed(tmp_path):
   """A workdir written before draws_version existed drew its cohorts otherwise: going on with
   this release's draws would mix two runs, so it is refused with the field named."""
@@ -175,18 +189,18 @@ SMALL_RUN = [
 
 
 def _command_line(tmp_path, name, *flags, launch=False):
-  launcher = ['-m', 'fedprox_jax.launch', '--processes=2', '--'
-             ] if launch else ['-m', 'fedprox_jax.run']
-  result = subprocess.run(
-      [sys.executable, *launcher, *SMALL_RUN, *flags, f'--workdir={tmp_path / name}'],
-      env=subprocess_env(),
-      capture_output=True,
-      text=True,
-      timeout=300)
+  launcher = ['--processes=2', '--'] if launch else []
+  result = run_module(*launcher,
+                      *SMALL_RUN,
+                      *flags,
+                      f'--workdir={tmp_path / name}',
+                      module='fedprox_jax.launch' if launch else 'fedprox_jax.run',
+                      timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   return records(tmp_path / name)
 
 
+@pytest.mark.slow
 def test_per_round_rows_equal_replicated_data_over_devices_and_processes(tmp_path):
   """The same through the command line with lanes sharded over a mesh: 2 CPU devices in one
   process, and 2 processes of one device each (each gathers its own copy of the rows)."""

@@ -2,116 +2,126 @@
 launcher: the same records as one process with two devices (the same lanes), a process killed
 mid-run stops the other with one line, and the rerun resumes to the undisturbed records.
 
-The first launch of a session prepares MNIST in process 0 while process 1 waits for it (longer
-than gloo's own 30 s on a slow machine). The runs share the session's compilation cache (a
-repeated program is not compiled again). Each test runs whole programs: all are slow."""
+Synthetic(1,1) data: nothing to prepare, so both processes start their rounds at once. The runs
+share the module's compilation cache (a repeated program is not compiled again). Each test runs
+whole programs: all are slow."""
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.commands import child_pids
+from tests.commands import run_module
+from tests.commands import start_module
+from tests.commands import stop
+from tests.commands import tail
+from tests.commands import wait_until
 from tests.runs import records
 
+pytestmark = pytest.mark.slow
+
 RUN = [
-    '--config=mnist_fedprox', '--config.data.num_clients=100', '--config.clients_per_round=5',
-    '--config.client.local_epochs=2', '--config.checkpoint_every=4'
+    '--config=synthetic:1_1', '--config.data.num_clients=40', '--config.clients_per_round=5',
+    '--config.client.local_epochs=2', '--config.checkpoint_every=4',
+    '--config.eval.dissimilarity=False'
 ]
 
 
-def _flags(root, workdir, rounds):
+@pytest.fixture(scope='module')
+def xla_cache(tmp_path_factory):
+  return tmp_path_factory.mktemp('xla')
+
+
+def _flags(cache, workdir, rounds):
   return [
       *RUN, f'--config.num_rounds={rounds}', f'--workdir={workdir}',
-      f'--config.data.tfds_data_dir={root / "tfds"}', f'--config.data.cache_dir={root / "cache"}',
-      f'--config.compute.compilation_cache_dir={root / "xla"}'
+      f'--config.compute.compilation_cache_dir={cache}'
   ]
 
 
-def _launch(env, root, workdir, rounds, **kwargs):
-  return subprocess.Popen([
-      sys.executable, '-m', 'fedprox_jax.launch', '--processes=2', '--',
-      *_flags(root, workdir, rounds), '--config.compute.cpu_devices=1'
-  ],
-                          cwd=REPO,
-                          env=env,
-                          stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE,
-                          text=True,
-                          **kwargs)
+def _launch(cache, workdir, rounds, log):
+  return start_module('--processes=2',
+                      '--',
+                      *_flags(cache, workdir, rounds),
+                      '--config.compute.cpu_devices=1',
+                      module='fedprox_jax.launch',
+                      log=log)
 
 
-def _one_process(env, root, workdir, rounds):
-  result = subprocess.run([
-      sys.executable, '-m', 'fedprox_jax.run', *_flags(root, workdir, rounds),
-      '--config.compute.cpu_devices=2'
-  ],
-                          cwd=REPO,
-                          env=env,
-                          capture_output=True,
-                          text=True,
-                          timeout=600)
+def _one_process(cache, workdir, rounds):
+  result = run_module(*_flags(cache, workdir, rounds), '--config.compute.cpu_devices=2')
   assert result.returncode == 0, result.stderr[-3000:]
   return records(workdir)
 
 
-@pytest.mark.slow
-def test_two_processes_equal_one_process_with_two_devices(mnist_env, tmp_path):
-  env, root = mnist_env
-  launched = _launch(env, root, tmp_path / 'two', 12)
-  _, err = launched.communicate(timeout=600)
-  assert launched.returncode == 0, err[-3000:]
+def _kill_the_second_process(launched, log) -> None:
+  """SIGKILL to the launcher's child of process_id 1; fails with what happened if it is gone."""
+  follower = child_pids(launched, 'process_id=1')
+  if not follower:
+    stop(launched)
+    pytest.fail(f'the second process is not running (the launcher: exit code '
+                f'{launched.returncode}); its log ends:\n{tail(log)}')
+  subprocess.run(['kill', f'-{signal.SIGKILL.value}', *follower], check=True)
+
+
+def _rounds_logged(workdir) -> int:
+  try:
+    return (workdir / 'metrics.jsonl').read_bytes().count(b'\n')
+  except FileNotFoundError:
+    return 0
+
+
+def test_two_processes_equal_one_process_with_two_devices(xla_cache, tmp_path):
+  log = tmp_path / 'launch.log'
+  launched = _launch(xla_cache, tmp_path / 'two', 12, log)
+  try:
+    assert launched.wait(timeout=600) == 0, tail(log)
+  finally:
+    stop(launched)
+  err = log.read_text()
   assert 'Results in' in err and err.count('Results in') == 1  # Process 0 alone speaks...
   assert 'libtpu' not in err and 'distributed service' not in err  # ...without JAX's chatter...
   two = records(tmp_path / 'two')
   assert [r['round'] for r in two] == list(range(13))
-  assert two == _one_process(env, root, tmp_path / 'one', 12)  # ...and writes: bit for bit.
+  assert two == _one_process(xla_cache, tmp_path / 'one', 12)  # ...and writes: bit for bit.
   assert sorted(p.name for p in (tmp_path / 'two' / 'checkpoints').iterdir()) == ['12', '4', '8']
 
 
-@pytest.mark.slow
-def test_a_killed_process_stops_the_other_and_the_rerun_resumes(mnist_env, tmp_path):
-  env, root = mnist_env
-  workdir = tmp_path / 'run'
-  launched = _launch(env, root, workdir, 80)
-  deadline = time.monotonic() + 300
-  while time.monotonic() < deadline:  # Until the checkpoint of round 4 is there.
-    if (workdir / 'checkpoints' / '4').is_dir() and (workdir / 'metrics.jsonl').exists() and len(
-        (workdir / 'metrics.jsonl').read_text().splitlines()) >= 6:
-      break
-    time.sleep(0.05)
-  follower = subprocess.run(['pgrep', '-f', f'{workdir} .*process_id=1'],
-                            capture_output=True,
-                            text=True,
-                            check=False).stdout.split()
-  assert follower, 'the second process is not running'
-  killed_at = time.monotonic()
-  subprocess.run(['kill', f'-{signal.SIGKILL.value}', *follower], check=True)
-  _, err = launched.communicate(timeout=120)
-  assert time.monotonic() - killed_at < 60
-  assert launched.returncode == 128 + signal.SIGKILL
-  lines = [line for line in err.splitlines() if line.startswith('error')]
+def test_a_killed_process_stops_the_other_and_the_rerun_resumes(xla_cache, tmp_path):
+  workdir, log = tmp_path / 'run', tmp_path / 'launch.log'
+  launched = _launch(xla_cache, workdir, 300, log)
+  try:
+    wait_until(lambda: (workdir / 'checkpoints' / '4').is_dir() and _rounds_logged(workdir) >= 6,
+               launched, log, 'checkpoint of round 4')
+    _kill_the_second_process(launched, log)
+    assert launched.wait(timeout=300) == 128 + signal.SIGKILL, tail(log)
+  finally:
+    stop(launched)
+  lines = [line for line in log.read_text().splitlines() if line.startswith('error')]
   # The launcher says which process was killed; what process 0 says of the loss is held back.
   assert lines == [
       'error: process 1 of the run was killed by signal 9 (SIGKILL): rerun the same command to '
       'resume from the last checkpoint'
-  ], err[-3000:]
+  ], tail(log)
   done = len(records(workdir))
-  assert done < 81  # Stopped before the end...
+  assert done < 301  # Stopped before the end...
 
-  rerun = _launch(env, root, workdir, 80)
-  _, err = rerun.communicate(timeout=600)
-  assert rerun.returncode == 0, err[-3000:]
-  assert 'Resuming from the checkpoint of round' in err
+  rerun = run_module('--processes=2',
+                     '--',
+                     *_flags(xla_cache, workdir, 300),
+                     '--config.compute.cpu_devices=1',
+                     module='fedprox_jax.launch')
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert 'Resuming from the checkpoint of round' in rerun.stderr
   # ...and resumed to the records of an undisturbed run.
-  assert records(workdir) == _one_process(env, root, tmp_path / 'undisturbed', 80)
+  assert records(workdir) == _one_process(xla_cache, tmp_path / 'undisturbed', 300)
 
 
 SWEEP = [
-    '--config=mnist_fedprox', '--sweep=mnist_figure', '--sweep.repeats=1',
-    '--sweep.max_runs_per_chunk=3', '--config.num_rounds=30', '--config.data.num_clients=100',
-    '--config.clients_per_round=5', '--config.client.local_epochs=2', '--config.checkpoint_every=5'
+    '--config=synthetic:1_1', '--sweep=mnist_figure', '--sweep.repeats=1',
+    '--sweep.max_runs_per_chunk=3', '--config.num_rounds=30', '--config.data.num_clients=40',
+    '--config.clients_per_round=5', '--config.client.local_epochs=2',
+    '--config.eval.dissimilarity=False', '--config.checkpoint_every=5'
 ]
 
 
@@ -122,68 +132,49 @@ def _sweep_rows(workdir):
   return [[row.split(',')[i] for i in keep] for row in rows]
 
 
-@pytest.mark.slow
-def test_a_sweep_over_two_processes_killed_and_resumed_equals_one_process(mnist_env, tmp_path):
+def test_a_sweep_over_two_processes_killed_and_resumed_equals_one_process(xla_cache, tmp_path):
   """Three chunks of three runs: the rerun keeps the finished chunks (the leader tells the other
   process so), resumes the interrupted one, and ends with one process's table."""
-  env, root = mnist_env
-  data = [
-      f'--config.data.tfds_data_dir={root / "tfds"}', f'--config.data.cache_dir={root / "cache"}',
-      f'--config.compute.compilation_cache_dir={root / "xla"}'
+  workdir, log = tmp_path / 'sweep', tmp_path / 'launch.log'
+  cache = f'--config.compute.compilation_cache_dir={xla_cache}'
+  args = [
+      '--processes=2', '--module=fedprox_jax.sweep', '--', *SWEEP, cache, '--sweep.cpu_devices=1',
+      f'--workdir={workdir}'
   ]
-  workdir = tmp_path / 'sweep'
-  command = [
-      sys.executable, '-m', 'fedprox_jax.launch', '--processes=2', '--module=fedprox_jax.sweep',
-      '--', *SWEEP, *data, '--sweep.cpu_devices=1', f'--workdir={workdir}'
-  ]
-  launched = subprocess.Popen(command,
-                              cwd=REPO,
-                              env=env,
-                              stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE,
-                              text=True)
-  deadline = time.monotonic() + 300
-  while time.monotonic() < deadline and not (workdir / 'checkpoints' / 'runs3-6' / '10').is_dir():
-    time.sleep(0.05)  # Into the second chunk.
-  follower = subprocess.run(['pgrep', '-f', f'{workdir} .*process_id=1'],
-                            capture_output=True,
-                            text=True,
-                            check=False).stdout.split()
-  assert follower, 'the second process is not running'
-  subprocess.run(['kill', f'-{signal.SIGKILL.value}', *follower], check=True)
-  _, err = launched.communicate(timeout=120)
-  assert launched.returncode != 0, err[-3000:]
-  rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  launched = start_module(*args, module='fedprox_jax.launch', log=log)
+  try:
+    wait_until((workdir / 'checkpoints' / 'runs3-6' / '10').is_dir, launched, log,
+               'checkpoint of round 10 in the second chunk')
+    _kill_the_second_process(launched, log)
+    assert launched.wait(timeout=300) != 0, tail(log)
+  finally:
+    stop(launched)
+  rerun = run_module(*args, module='fedprox_jax.launch')
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert 'Chunk 1/3 is complete: kept as it is' in rerun.stderr
-  one = subprocess.run([
-      sys.executable, '-m', 'fedprox_jax.sweep', *SWEEP, *data, '--sweep.cpu_devices=2',
-      f'--workdir={tmp_path / "one"}'
-  ],
-                       cwd=REPO,
-                       env=env,
-                       capture_output=True,
-                       text=True,
-                       timeout=600)
+  one = run_module(*SWEEP,
+                   cache,
+                   '--sweep.cpu_devices=2',
+                   f'--workdir={tmp_path / "one"}',
+                   module='fedprox_jax.sweep')
   assert one.returncode == 0, one.stderr[-3000:]
   assert _sweep_rows(workdir) == _sweep_rows(tmp_path / 'one')
   assert len(_sweep_rows(workdir)) == 1 + 9 * 31
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_stops_both_processes_after_the_same_round(mnist_env, tmp_path, signum):
-  env, root = mnist_env
-  workdir = tmp_path / 'run'
-  launched = _launch(env, root, workdir, 80)
-  deadline = time.monotonic() + 300
-  while time.monotonic() < deadline and not (workdir / 'checkpoints' / '4').is_dir():
-    time.sleep(0.05)
-  launched.send_signal(signum)  # The launcher passes it on.
-  _, err = launched.communicate(timeout=120)
-  assert launched.returncode == 128 + signum.value, err[-3000:]
+def test_ctrl_c_or_sigterm_stops_both_processes_after_the_same_round(xla_cache, tmp_path, signum):
+  workdir, log = tmp_path / 'run', tmp_path / 'launch.log'
+  launched = _launch(xla_cache, workdir, 2000, log)
+  try:
+    wait_until((workdir / 'checkpoints' / '4').is_dir, launched, log, 'checkpoint of round 4')
+    launched.send_signal(signum)  # The launcher passes it on.
+    assert launched.wait(timeout=300) == 128 + signum.value, tail(log)
+  finally:
+    stop(launched)
+  err = log.read_text()
   said = [line for line in err.splitlines() if line.startswith('interrupted after round')]
   assert len(said) == 1 and 'rerun the same command to resume' in said[0], err[-3000:]
   assert not [line for line in err.splitlines() if line.startswith('error')], err[-3000:]
   stopped_after = int(said[0].split()[3].rstrip(';'))
-  assert [r['round'] for r in records(workdir)][-1] == stopped_after < 80
+  assert [r['round'] for r in records(workdir)][-1] == stopped_after < 2000

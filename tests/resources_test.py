@@ -3,8 +3,6 @@ the estimate held to measured peaks; allocations that fail anyway answered in on
 import json
 import os
 import resource
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +15,8 @@ from fedprox_jax.engine import run_settings
 from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.experiment import validation
 from fedprox_jax.tasks.federated_data import FederatedData
-from tests.conftest import REPO
+from tests.commands import run_code
 from tests.conftest import settings
-from tests.conftest import subprocess_env
 from tests.conftest import tiny_config
 from tests.conftest import tiny_data
 
@@ -45,14 +42,8 @@ _RUN = (f'import atexit, runpy, sys\n{_PEAK}'
         'runpy.run_module("fedprox_jax.run", run_name="__main__")\n')
 
 
-def _run(*args, timeout=120):
-  return subprocess.run([sys.executable, '-c', _RUN, *args],
-                        cwd=REPO,
-                        env=subprocess_env(),
-                        capture_output=True,
-                        text=True,
-                        timeout=timeout,
-                        preexec_fn=_limited)
+def _run_printing_peak(*args, timeout=120):
+  return run_code(_RUN, *args, timeout=timeout, preexec_fn=_limited)
 
 
 def _refused_in_one_line(result, workdir, message):
@@ -72,11 +63,12 @@ HUGE_CLIENT = ('--config=configs/synthetic.py', '--config.data.num_clients=2',
                '--config.eval.dissimilarity=False')
 
 
+@pytest.mark.slow
 def test_local_steps_past_int32_are_refused_in_one_line(tmp_path):
   """2.7 billion local steps a client: they went negative in int32, the round trained nothing, and
   the run exited 0 with summary.json's real_steps = -1593077296."""
   workdir = tmp_path / 'run'
-  result = _run(*HUGE_CLIENT, f'--workdir={workdir}')
+  result = _run_printing_peak(*HUGE_CLIENT, f'--workdir={workdir}')
   _refused_in_one_line(result, workdir, 'config.client.local_epochs = 1,000 makes rounds of up to')
   assert 'more than 2^31 - 1' in result.stderr
   if (workdir / 'summary.json').exists():  # (What today's code wrote instead.)
@@ -117,11 +109,12 @@ def test_a_simulation_refuses_counts_past_int32_before_compute(changes, message)
     Simulation(config, _one_huge_client(3_000_000), [settings(config)])
 
 
+@pytest.mark.slow
 def test_a_population_beyond_int32_rows_is_refused_in_one_line_before_generating(tmp_path):
   """synthetic:large with 10^9 devices: about 20 billion examples, terabytes to generate."""
   workdir = tmp_path / 'run'
-  result = _run('--config=configs/synthetic.py:large', '--config.data.num_clients=1000000000',
-                f'--workdir={workdir}')
+  result = _run_printing_peak('--config=configs/synthetic.py:large',
+                              '--config.data.num_clients=1000000000', f'--workdir={workdir}')
   _refused_in_one_line(result, workdir, 'error: config.data gives 18,48')
   assert ('training examples (data.num_clients = 1,000,000,000 devices, about 20,5'
           in result.stderr)
@@ -148,8 +141,8 @@ def test_a_population_beyond_int32_rows_is_refused_in_one_line_before_generating
 def test_the_reviews_hostile_configs_are_refused_on_a_24_gib_machine(monkeypatch, changes, message):
   """The review's machine (24 GiB): each of these was killed, or ended in a traceback, after
   minutes of generating, loading or compiling."""
-  from fedprox_jax.engine import resources  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(resources, 'machine_memory', lambda: 24 * GiB)
+  from fedprox_jax.engine import machine  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(machine, 'machine_memory', lambda: 24 * GiB)
   config = synthetic_config.get_config('large')
   config.update_from_flattened_dict(changes)
   with pytest.raises(errors.ConfigError, match=message):
@@ -228,10 +221,10 @@ _LOAD = _PEAK + '''
 import sys
 from fedprox_jax import tasks
 from fedprox_jax.configs import synthetic
-from fedprox_jax.engine import resources
+from fedprox_jax.engine import data_plan
 c = synthetic.get_config(sys.argv[1])
 c.data.num_clients = int(sys.argv[2])
-planned = resources.planned_data(c)
+planned = data_plan.planned_data(c)
 before = peak()
 data = tasks.load(c.data)
 after = peak()
@@ -239,37 +232,32 @@ print(planned.load_bytes, after - before, planned.train_rows == len(data.train_y
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant, devices', [('large', 50_000), ('1_1', 1000)])
 @pytest.mark.skipif(not os.path.exists('/proc/self/status'), reason='peaks read from /proc')
 def test_the_data_estimate_follows_the_measured_peak(variant, devices):
   """Generating synthetic data: the estimate made from the config, against the peak measured while
   generating (within 30% on these; at most a factor of 2 allowed)."""
-  out = subprocess.run(
-      [sys.executable, '-c', _LOAD, variant, str(devices)],
-      cwd=REPO,
-      env=subprocess_env(),
-      capture_output=True,
-      text=True,
-      timeout=120,
-      preexec_fn=_limited,
-      check=True).stdout.split()
+  out = run_code(_LOAD, variant, str(devices), timeout=300, preexec_fn=_limited,
+                 check=True).stdout.split()
   estimate, measured = int(out[0]), int(out[1])
   assert out[2] == 'True'  # The planned sizes are the generated ones.
   assert 0.5 < estimate / measured < 2, (estimate, measured)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists('/proc/self/status'), reason='peaks read from /proc')
 def test_a_whole_run_peaks_near_its_estimate():
   """A run of synthetic:large over 10^5 devices, its peak (VmHWM of the process) against the
   estimate it logs; measured: 1.0 to 1.45 times the peak on this and other configs."""
-  result = _run('--config=configs/synthetic.py:large',
-                '--config.data.num_clients=100000',
-                '--config.num_rounds=1',
-                '--config.eval_every=1',
-                '--config.eval.full_every=0',
-                '--config.compute.compilation_cache_dir=',
-                '--workdir=',
-                timeout=300)
+  result = _run_printing_peak('--config=configs/synthetic.py:large',
+                              '--config.data.num_clients=100000',
+                              '--config.num_rounds=1',
+                              '--config.eval_every=1',
+                              '--config.eval.full_every=0',
+                              '--config.compute.compilation_cache_dir=',
+                              '--workdir=',
+                              timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   measured = int(result.stderr.split('PEAK ')[1].split()[0])
   logged = [line for line in result.stderr.splitlines() if 'Memory: about' in line][0]

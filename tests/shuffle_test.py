@@ -1,4 +1,6 @@
+"""The swap-or-not shuffle: every epoch order a permutation, uniform, fresh per epoch and client."""
 import collections
+import math
 
 import jax
 import jax.numpy as jnp
@@ -20,12 +22,19 @@ def test_every_order_is_a_permutation():
       assert sorted(order) == list(range(n))
 
 
+def _chi_square_bound(cells: int) -> float:
+  """Five standard deviations above the chi-square law's mean (fixed keys: the draw is fixed, and
+  a fair shuffle sits far inside it; one that favours some orders lands far outside)."""
+  return cells - 1 + 5 * math.sqrt(2 * (cells - 1))
+
+
 def test_all_orders_of_five_are_about_equally_likely():
-  counts = collections.Counter(map(tuple, _orders(5, 60000)))
+  draws = 60000
+  counts = collections.Counter(map(tuple, _orders(5, draws)))
   assert len(counts) == 120
-  freq = np.array(list(counts.values()))
-  # Multinomial(60000, 1/120): std of a count is about 22; allow for sampling noise.
-  assert freq.std() < 30 and abs(freq.mean() - 500) < 1e-9
+  expected = draws / 120
+  chi2 = sum((c - expected)**2 / expected for c in counts.values())
+  assert chi2 < _chi_square_bound(120), chi2
 
 
 def test_position_marginals_are_uniform():
@@ -37,5 +46,20 @@ def test_position_marginals_are_uniform():
 
 
 def test_epochs_and_keys_give_different_orders():
-  a, b = _orders(50, 2, epoch=0), _orders(50, 2, epoch=1)
-  assert not np.array_equal(a[0], b[0]) and not np.array_equal(a[0], a[1])
+  """A client's epochs are fresh permutations, each uniform: every epoch's order is a permutation,
+  no two of 200 epochs (or of 200 clients' keys) repeat an order of 50, and where an element lands
+  over the epochs of one key is uniform (a shuffle that ignored the epoch would fail all three)."""
+  n, count = 50, 200
+  one_key = jax.random.PRNGKey(7)
+  by_epoch = np.asarray(
+      jax.jit(
+          jax.vmap(lambda e: shuffle.permute(shuffle.epoch_key(one_key, e), jnp.int32(n),
+                                             jnp.arange(n))))(jnp.arange(count)))
+  by_key = _orders(n, count)
+  for orders in (by_epoch, by_key):
+    np.testing.assert_array_equal(np.sort(orders, 1), np.broadcast_to(np.arange(n), orders.shape))
+    assert len({tuple(order) for order in orders}) == count
+  first = np.bincount(by_epoch[:, 0], minlength=n)  # Where position 0 goes, epoch after epoch.
+  expected = count / n
+  chi2 = np.sum((first - expected)**2 / expected)
+  assert chi2 < _chi_square_bound(n), chi2

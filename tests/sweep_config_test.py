@@ -24,6 +24,7 @@ def _sweep(arms, grid=None, repeats=1):
 
 @pytest.mark.parametrize('arm',
                          ['/tmp/victim', 'a/b', 'x\ny', '-rf', '', 'über'])  # (Dots: ConfigDict.)
+@pytest.mark.slow
 def test_arm_names_that_would_leave_runs_are_refused(arm, tmp_path):
   with pytest.raises(errors.ConfigError, match='an arm name names directories'):
     experiment.run_sweep(small_config(), _sweep({arm: {}}), str(tmp_path / 'sweep'))
@@ -96,6 +97,7 @@ def test_a_grid_value_of_the_wrong_type_is_one_line():
     sweeps.expand(small_config(), _sweep({'a': {}}, {'algorithm': {'mu': ['abc']}}))
 
 
+@pytest.mark.slow
 def test_a_run_name_over_255_bytes_is_refused(tmp_path):
   arm = 'a' * 250
   with pytest.raises(errors.ConfigError, match='its directory name would be 2.. bytes'):
@@ -105,6 +107,7 @@ def test_a_run_name_over_255_bytes_is_refused(tmp_path):
   assert not (tmp_path / 'sweep').exists()
 
 
+@pytest.mark.slow
 def test_a_workdir_name_over_255_bytes_is_one_line(tmp_path):
   for workdir in (tmp_path / ('w' * 300), tmp_path / ('w' * 300) / 'run'):
     with pytest.raises(errors.ConfigError, match='a file or directory name takes at most 255'):
@@ -113,6 +116,7 @@ def test_a_workdir_name_over_255_bytes_is_one_line(tmp_path):
       experiment.run_sweep(small_config(), _sweep({'a': {}}), str(workdir))
 
 
+@pytest.mark.slow
 def test_optional_sweep_fields_default_and_arm_grids_make_their_own_lines(tmp_path):
   sweep = _sweep(
       {
@@ -148,6 +152,7 @@ def test_optional_sweep_fields_default_and_arm_grids_make_their_own_lines(tmp_pa
   }
 
 
+@pytest.mark.slow
 def test_infinite_metrics_of_a_finite_model_stop_the_run():
   config = small_config(**{'server.optimizer': 'yogi', 'server.learning_rate': 1e38})
   with pytest.raises(errors.NonFiniteError, match='the .*loss of run .* became non-finite'):
@@ -163,6 +168,7 @@ def _plot(*args):
                         timeout=300)
 
 
+@pytest.mark.slow
 def test_the_plot_command_says_what_is_wrong_in_one_line(tmp_path):
   run = tmp_path / 'run'
   run.mkdir()

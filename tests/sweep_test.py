@@ -2,8 +2,6 @@
 import csv
 import json
 import struct
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
@@ -17,9 +15,8 @@ from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.experiment import grid as sweeps
 from fedprox_jax.experiment import rounds
 from fedprox_jax.experiment.writers import RunWriter
-from tests.cli_test import SMALL
-from tests.cli_test import _data_flags
-from tests.conftest import REPO
+from tests.commands import mnist_data_flags
+from tests.commands import run_module
 from tests.conftest import settings
 from tests.conftest import tiny_config
 from tests.conftest import tiny_data
@@ -42,7 +39,7 @@ def test_a_sweep_cannot_vary_what_the_program_shares():
     sweeps.expand(tiny_config(), sweep)
 
 
-def _records(config, runs):
+def _records_of_runs(config, runs):
   sim = Simulation(config, tiny_data(), runs)
   writers = [RunWriter(None, config) for _ in runs]
   rounds.run_rounds(sim, writers, [str(i) for i in range(len(runs))])
@@ -51,7 +48,7 @@ def _records(config, runs):
 
 def test_a_run_alone_equals_the_same_run_inside_a_sweep():
   config = tiny_config(num_rounds=4, **{'stragglers.fraction': 0.5, 'algorithm.mu': 0.3})
-  alone = _records(config, [settings(config)])[0]
+  alone = _records_of_runs(config, [settings(config)])[0]
   others = [
       settings(config,
                seed=7,
@@ -68,7 +65,7 @@ def test_a_run_alone_equals_the_same_run_inside_a_sweep():
                    'server.learning_rate': 0.5
                })
   ]
-  inside = _records(config, [others[0], settings(config), others[1]])[1]
+  inside = _records_of_runs(config, [others[0], settings(config), others[1]])[1]
   assert len(alone) == len(inside) == 5
   for a, b in zip(alone, inside):
     for key, value in a.items():
@@ -88,6 +85,7 @@ def _read_scalar_tags(path):
   return tags
 
 
+@pytest.mark.slow
 def test_sweep_cli_writes_runs_table_tensorboard_and_plots(mnist_env, tmp_path):
   env, root = mnist_env
   sweep_file = tmp_path / 'tiny_sweep.py'
@@ -103,15 +101,16 @@ def test_sweep_cli_writes_runs_table_tensorboard_and_plots(mnist_env, tmp_path):
       '  s.cpu_devices = 1\n'
       '  return s\n')
   workdir = tmp_path / 'sweep'
-  result = subprocess.run([
-      sys.executable, '-m', 'fedprox_jax.sweep', '--config=configs/mnist_fedprox.py',
-      f'--sweep={sweep_file}', f'--workdir={workdir}', *SMALL, *_data_flags(root)
-  ],
-                          cwd=REPO,
-                          env=env,
-                          capture_output=True,
-                          text=True,
-                          timeout=600)
+  result = run_module('--config=configs/mnist_fedprox.py',
+                      f'--sweep={sweep_file}',
+                      f'--workdir={workdir}',
+                      '--config.num_rounds=2',
+                      '--config.data.num_clients=100',
+                      '--config.clients_per_round=5',
+                      '--config.client.local_epochs=2',
+                      *mnist_data_flags(root),
+                      module='fedprox_jax.sweep',
+                      env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   # FedAvg and FedProx share a program; 3 runs at most per chunk make it two.
   assert 'Sweep of 4 runs in 2 programs' in result.stderr
@@ -125,7 +124,8 @@ def test_sweep_cli_writes_runs_table_tensorboard_and_plots(mnist_env, tmp_path):
   assert len(rows) == 4 * 3  # Rounds 0, 1, 2 of each run.
   assert {r['algorithm'] for r in rows} == {'fedavg', 'fedprox'}
   for name in names:
-    records = [json.loads(line) for line in (workdir / 'runs' / name / 'metrics.jsonl').open()]
+    lines = (workdir / 'runs' / name / 'metrics.jsonl').read_text().splitlines()
+    records = [json.loads(line) for line in lines]
     csv_rows = [r for r in rows if r['run'] == name]
     assert [float(r['test/accuracy']) for r in csv_rows] == [r['test/accuracy'] for r in records]
     events = list((workdir / 'runs' / name).glob('events.out.tfevents.*'))
@@ -146,6 +146,7 @@ def test_sweep_cli_writes_runs_table_tensorboard_and_plots(mnist_env, tmp_path):
   assert run_png.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_a_sweep_of_algorithms_and_optimizers_writes_one_table(tmp_path, caplog):
   from tests.runs import small_config  # pylint: disable=g-import-not-at-top
   caplog.set_level('INFO')

@@ -1,6 +1,4 @@
 """Bad input stops before any compute, in one line that names the field and the fix."""
-import subprocess
-import sys
 
 import ml_collections
 import pytest
@@ -11,8 +9,7 @@ from fedprox_jax.configs import synthetic
 from fedprox_jax.configs.sweeps import mnist_figure
 from fedprox_jax.experiment import grid as sweeps
 from fedprox_jax.experiment import validation
-from tests.conftest import REPO
-from tests.conftest import subprocess_env
+from tests.commands import run_module
 from tests.conftest import tiny_config
 
 
@@ -129,16 +126,6 @@ def test_an_unknown_sweep_field_is_refused():
 
 # Command lines that fail before any compute; no data needed.
 
-
-def _run(*args, module='fedprox_jax.run'):
-  return subprocess.run([sys.executable, '-m', module, *args],
-                        cwd=REPO,
-                        env=subprocess_env(),
-                        capture_output=True,
-                        text=True,
-                        timeout=300)
-
-
 CONFIG_FILES = {
     'syntax.py':
         'import ml_collections\ndef get_config(:\n  pass\n',
@@ -155,10 +142,11 @@ CONFIG_FILES = {
     ('raises.py', "raises.py line 4: NameError: name 'undefined_name' is not defined"),
     ('missing.py', "no config file {dir}/missing.py: give a file's path, or a preset's name"),
 ])
+@pytest.mark.slow
 def test_a_broken_config_file_is_named_with_its_line(tmp_path, name, message):
   if name in CONFIG_FILES:
     (tmp_path / name).write_text(CONFIG_FILES[name])
-  result = _run(f'--config={tmp_path / name}')
+  result = run_module(f'--config={tmp_path / name}')
   assert result.returncode != 0
   assert 'Traceback' not in result.stderr
   lines = result.stderr.strip().splitlines()
@@ -173,30 +161,34 @@ def test_a_broken_config_file_is_named_with_its_line(tmp_path, name, message):
      'algorithm are adaptive_mu, drop_stragglers, mu, name, weighting'),
     ('--config.algorithm.muu=3', '--config has no field algorithm.muu: did you mean algorithm.mu?'),
 ])
+@pytest.mark.slow
 def test_an_unknown_field_names_the_valid_ones(override, message):
-  result = _run('--config=configs/mnist_fedprox.py', override)
+  result = run_module('--config=configs/mnist_fedprox.py', override)
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith(f'error: {message}')
 
 
+@pytest.mark.slow
 def test_a_stray_argument_is_refused():
-  result = _run('--config=configs/synthetic.py', '--overwrite', 'false')
+  result = run_module('--config=configs/synthetic.py', '--overwrite', 'false')
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert result.stderr.strip().splitlines()[-1] == (
       "error: unexpected argument 'false': give every flag as --name=value")
 
 
+@pytest.mark.slow
 def test_a_config_file_that_is_not_python_is_named(tmp_path):
   (tmp_path / 'notes.md').write_text('# notes')
-  result = _run(f'--config={tmp_path / "notes.md"}')
+  result = run_module(f'--config={tmp_path / "notes.md"}')
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert 'notes.md is not a Python config file' in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_an_unknown_sweep_variant_is_refused():
-  result = _run('--config=configs/synthetic.py',
-                '--sweep=configs/sweeps/synthetic.py:1_2',
-                module='fedprox_jax.sweep')
+  result = run_module('--config=configs/synthetic.py',
+                      '--sweep=configs/sweeps/synthetic.py:1_2',
+                      module='fedprox_jax.sweep')
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert "unknown synthetic variant '1_2'" in result.stderr.strip().splitlines()[-1]
 
@@ -210,9 +202,8 @@ def test_fields_the_run_does_not_read_are_warned_about_never_refused(caplog):
           'algorithm.adaptive_mu': True
       })
   validation.validate(config)  # Never refused.
-  assert validation.unused_fields(config) == [
-      'algorithm.adaptive_mu', 'server.momentum', 'server.b2'
-  ]
+  # (adaptive_mu is the local solver's: every algorithm reads it.)
+  assert validation.unused_fields(config) == ['server.momentum', 'server.b2']
   config.server.optimizer = 'momentum'
   config.algorithm.name = 'fedprox'
   assert validation.unused_fields(config) == ['server.b2']
