@@ -122,3 +122,12 @@ def stop(proc: subprocess.Popen) -> None:
   if proc.poll() is None:
     proc.kill()
   proc.communicate()
+
+
+def gone(pid: int) -> bool:
+  """Whether process `pid` has ended (exited, or a zombie that nobody has reaped yet)."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+  except FileNotFoundError:
+    return True
