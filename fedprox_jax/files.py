@@ -7,14 +7,21 @@ import pathlib
 from fedprox_jax.errors import DataError
 
 
-def _alive(pid: int) -> bool:
+def process_ended(pid: int) -> bool:
+  """Whether process `pid` (of this machine) has ended: no such process, or a zombie."""
   try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except OSError:  # Another user's process, say: alive.
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X')
+  except FileNotFoundError:
     return True
-  return True
+  except (OSError, IndexError):  # No /proc: ask the kernel.
+    try:
+      os.kill(pid, 0)
+    except ProcessLookupError:
+      return True
+    except OSError:  # Another user's process, say: running.
+      pass
+    return False
 
 
 def remove_stale_temporaries(path: pathlib.Path) -> None:
@@ -27,7 +34,7 @@ def remove_stale_temporaries(path: pathlib.Path) -> None:
     return
   for tmp in siblings:
     pid = tmp.name[len(prefix):-len('.tmp')]
-    if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+    if pid.isdigit() and int(pid) != os.getpid() and process_ended(int(pid)):
       tmp.unlink(missing_ok=True)
 
 

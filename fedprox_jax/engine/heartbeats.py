@@ -14,6 +14,8 @@ import socket
 import threading
 import time
 
+from fedprox_jax import files
+
 # The launcher's process id, in the environment of the processes it starts: a process whose parent
 # is no longer the launcher (killed with -9) ends itself (Linux also ends it by PR_SET_PDEATHSIG).
 LAUNCHER_PID_ENV = 'FEDPROX_JAX_LAUNCHER_PID'
@@ -116,7 +118,7 @@ class Watch:
       for j, why in sorted(self.stopped.items()):
         return PeerLost(OWN_ERROR, f'process {j} failed: {why}', j)
       for j, pid in sorted(self.pids.items()):
-        if j not in self.done and _gone(pid):
+        if j not in self.done and files.process_ended(pid):
           return PeerLost(GONE, f'process {j} is gone: killed, or crashed', j)
       if self.me != 0 and now - self.answered > silent_s:
         return PeerLost(
@@ -186,20 +188,3 @@ def _machine() -> str:
     except OSError:
       parts.append('')
   return '-'.join(parts).replace(' ', '') if any(parts) else socket.gethostname()
-
-
-def _gone(pid: int) -> bool:
-  """Whether process `pid` (of this machine) has ended: no such process, or a zombie."""
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      return f.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X')
-  except FileNotFoundError:
-    return True
-  except (OSError, IndexError):
-    try:
-      os.kill(pid, 0)
-    except ProcessLookupError:
-      return True
-    except OSError:
-      pass
-    return False

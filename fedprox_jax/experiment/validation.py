@@ -2,8 +2,6 @@
 fields that the chosen algorithm or server optimizer does not read."""
 import logging
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 
 from fedprox_jax import algorithms
@@ -14,6 +12,7 @@ from fedprox_jax.config_fields import require
 from fedprox_jax.core.cohort import DRAWS_VERSION
 from fedprox_jax.engine import client_states
 from fedprox_jax.engine import cohort_rows
+from fedprox_jax.engine import model_cost
 from fedprox_jax.engine import resources
 from fedprox_jax.tasks import models
 
@@ -141,11 +140,6 @@ def check_client_state_fits(c: ml_collections.ConfigDict, num_runs: int) -> None
   algorithm = algorithms.get(c.algorithm.name)
   if algorithm.init_client_state is None or 'num_clients' not in c.data:
     return  # (A task that knows its clients once loaded is checked then, by ClientStates.)
-  num_classes, input_dim = tasks.model_dims(c.data)
-  # Shapes only: nothing runs, so JAX's devices can still be configured after this.
-  params = jax.eval_shape(
-      lambda key: models.create_model(c.model.name, num_classes, input_dim, key,
-                                      **models.options(c.model))[1],
-      jax.ShapeDtypeStruct((2,), jnp.uint32))
-  needed = client_states.bytes_needed(algorithm, params, num_runs, c.data.num_clients)
+  # From shapes, traced once per model and algorithm (not once per run of a sweep).
+  needed = model_cost.for_config(c).client_state_bytes * num_runs * c.data.num_clients
   client_states.check_fits(algorithm, needed, num_runs)
