@@ -17,6 +17,10 @@ LABELS = {
     'local_test/loss': 'local test loss',
     'train/accuracy': 'training accuracy',
     'train/dissimilarity': 'variance of local gradients',
+    'local_test/accuracy_p10': 'clients\' local test accuracy, p10',
+    'local_test/accuracy_p50': 'clients\' local test accuracy, median',
+    'local_test/accuracy_p90': 'clients\' local test accuracy, p90',
+    'local_test/accuracy_std': 'std of clients\' local test accuracy',
     'mu': 'mu'
 }
 
@@ -143,9 +147,9 @@ def _panel(key: str) -> str:
   """Which panel of a run's figure a metric goes to: like goes with like."""
   if key.endswith('loss'):
     return 'loss'
-  if key.endswith('accuracy'):
-    return 'accuracy'
-  return key  # mu, the dissimilarity: a panel each, on their own scale.
+  if key.endswith(('accuracy', '_p10', '_p50', '_p90')):
+    return 'accuracy'  # The clients' percentiles are accuracies too.
+  return key  # mu, the dissimilarity, the clients' spread: a panel each, on their own scale.
 
 
 def plot_run(run_dir: str) -> pathlib.Path:

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fedprox_jax import experiment
 from fedprox_jax.algorithms import server_optimizers
 from fedprox_jax.engine import client_states
 from fedprox_jax.engine import reference
@@ -15,6 +16,7 @@ from tests.conftest import settings
 from tests.conftest import tiny_config
 from tests.conftest import tiny_data
 from tests.conftest import with_changes
+from tests.runs import small_config
 
 
 def _rounds(config, data, num_rounds=3):
@@ -161,3 +163,17 @@ def test_server_optimizers_follow_reddi_et_al(name):
       v = v + delta**2
     w_ref = w_ref + eta * m / (np.sqrt(v) + eps)
   np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_adaptive_mu_moves_fedprox_and_is_not_applied_where_it_is_not_read():
+  """Adaptive mu is FedProx's rule (and FedAvg's, its functions): a FedNova run that sets it runs
+  exactly as one that does not, as its warning says (tests/silent_fallbacks_test.py)."""
+  records = lambda **over: [{
+      k: v for k, v in r.items() if not k.startswith('time/')
+  } for r in experiment.train_and_evaluate(small_config(**over))]
+  adaptive = records(**{'algorithm.adaptive_mu': True, 'client.learning_rate': 0.3})
+  assert len({r['mu'] for r in adaptive}) > 1  # It moved.
+  nova = {'algorithm.name': 'fednova', 'algorithm.mu': 0.5, 'client.learning_rate': 0.3}
+  nova_adaptive = records(**nova, **{'algorithm.adaptive_mu': True})
+  assert nova_adaptive == records(**nova)
+  assert {r['mu'] for r in nova_adaptive} == {0.5}

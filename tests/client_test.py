@@ -3,7 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fedprox_jax.algorithms.base import Batch
+from fedprox_jax.algorithms.base import LocalContext
 from fedprox_jax.core import client
+from fedprox_jax.core import model as model_lib
 from fedprox_jax.tasks import models
 
 
@@ -15,7 +18,9 @@ def test_proximal_gradient_is_loss_gradient_plus_mu_times_distance():
   y = np.array([0, 2, 1, 2])
   mask = np.array([1, 1, 1, 0], np.float32)  # The last row is padding.
   mu = 0.7
-  grads = jax.grad(lambda p: client.local_objective(apply_fn, p, anchor, x, y, mask, mu))(params)
+  context = LocalContext(anchor, (), None, {'mu': mu})
+  grads = jax.grad(lambda p: client.default_loss(apply_fn.outputs, p, Batch(x, y, mask), context))(
+      params)
   # By hand: softmax regression gradient over the 3 real rows, plus mu (w - w_global).
   w, b = np.asarray(params['Dense_0']['kernel']), np.asarray(params['Dense_0']['bias'])
   logits = x[:3] @ w + b
@@ -42,8 +47,11 @@ def test_sgd_step_matches_torch_style_weight_decay():
   mask = np.ones(2, np.float32)
   hp = {'learning_rate': 0.1, 'weight_decay': 0.01, 'mu': 0.0}
   tx = client.local_optimizer(0.1, 0.01)
-  new, _, _ = client.local_step(apply_fn, params, tx.init(params), params, x, y, mask, hp)
-  g = jax.grad(lambda p: client.masked_cross_entropy(apply_fn, p, x, y, mask))(params)
+  new, _, _ = client.local_step(client.default_loss, model_lib.outputs_of(apply_fn), params,
+                                tx.init(params), Batch(x, y, mask),
+                                LocalContext(params, (), None, hp))
+  g = jax.grad(lambda p: client.masked_mean(client.cross_entropies(apply_fn(p, x), y), mask))(
+      params)
   want = jax.tree.map(lambda p, g: p - 0.1 * (g + 0.01 * p), params, g)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), new, want)
 

@@ -9,6 +9,7 @@ import shlex
 
 import pytest
 
+from fedprox_jax import algorithms
 from fedprox_jax import config_fields
 from fedprox_jax import configs as presets
 from tests.conftest import REPO
@@ -196,6 +197,27 @@ def table_problems(text: str) -> list[str]:
   return problems
 
 
+def declaration_problems(text: str, declared: dict) -> list[str]:
+  """Each algorithm's own hyperparameter has its row: `algorithm.NAME`, its default, and a text
+  that begins with its declaration's doc (algorithms/base.Hyperparameter)."""
+  rows = {}
+  for line in text.split('\n'):
+    cells = [c.strip() for c in line.split('|')[1:-1]]
+    if len(cells) >= 3 and re.fullmatch(r'`algorithm\.\w+`', cells[0]):
+      rows[cells[0].strip('`')] = cells
+  problems = []
+  for name, h in declared.items():
+    cells = rows.get(f'algorithm.{name}')
+    shown = f'`{h.default}`' if isinstance(h.default, str) else str(h.default)
+    if cells is None:
+      problems.append(f'no row of algorithm.{name}')
+    elif cells[1] != shown:
+      problems.append(f'algorithm.{name}: the row says {cells[1]}, the declaration {shown}')
+    elif not cells[2].startswith(h.doc):
+      problems.append(f'algorithm.{name}: the row\'s text does not begin with {h.doc!r}')
+  return problems
+
+
 def ci_command_problems(readme: str, ci: str) -> list[str]:
   """The README's pytest commands: .ci/run's, and that with -m "not slow" (and no -n): the fast
   tier."""
@@ -236,6 +258,21 @@ def test_the_docs_pass(check):
 
 def test_the_field_tables_cover_the_configs():
   assert table_problems((REPO / 'docs' / 'configuration.md').read_text()) == []
+
+
+def test_the_algorithms_fields_rows_are_their_declarations():
+  text = (REPO / 'docs' / 'configuration.md').read_text()
+  declared = algorithms.declarations()
+  assert declaration_problems(text, declared) == []
+  adaptive = declared['adaptive_mu']
+  assert declaration_problems(text.replace('| `algorithm.adaptive_mu` | False |',
+                                           '| `algorithm.adaptive_mu` | True |'), declared) == [
+                                               'algorithm.adaptive_mu: the row says True, the '
+                                               'declaration False'
+                                           ]
+  assert declaration_problems(text.replace(adaptive.doc, 'Something else'), declared) == [
+      f'algorithm.adaptive_mu: the row\'s text does not begin with {adaptive.doc!r}'
+  ]
 
 
 def test_the_readme_shows_cis_test_commands_and_is_short():

@@ -54,7 +54,7 @@ def settings(**over):
               b1=0.9,
               b2=0.99,
               eps=1e-3,
-              weight_by_batches=[False, True])
+              weighting=[0, 1])
   base.update(over)
   return {k: np.broadcast_to(np.asarray(v), (RUNS,)) for k, v in base.items()}
 

@@ -2,6 +2,7 @@
 independently written reference (engine/reference.py): a Python loop over runs, clients, epochs
 and batches."""
 import itertools
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -32,14 +33,17 @@ def _hp(optimizer: str) -> dict:
   """Two runs that differ in every hyperparameter; run 1 weights clients by batches."""
   adaptive = optimizer in ('adam', 'yogi', 'adagrad')
   return {
-      k: np.asarray(v, bool if isinstance(v[0], bool) else np.float32)
+      k:
+          np.asarray(
+              v,
+              bool if isinstance(v[0], bool) else np.int32 if isinstance(v[0], int) else np.float32)
       for k, v in dict(learning_rate=[0.1, 0.05],
                        weight_decay=[0.001, 0.0],
                        mu=[0.5, 0.0],
                        straggler_fraction=[0.5, 0.5],
                        fixed_straggler_count=[False, True],
                        drop_stragglers=[False, False],
-                       weight_by_batches=[False, True],
+                       weighting=[0, 1],
                        server_learning_rate=[0.05, 0.1] if adaptive else [1.0, 0.7],
                        server_momentum=[0.9, 0.5],
                        server_b1=[0.9, 0.8],
@@ -56,7 +60,7 @@ def _cohort(data, round_index: int, hp) -> cohort_lib.Cohort:
   epochs = np.array([[[3, 1, 0, 2], [3, 0, 2, 1]], [[2, 3, 1, 3], [1, 3, 3, 2]],
                      [[3, 3, 2, 1], [2, 1, 3, 3]]][round_index - 1], np.int32)
   sizes = data.train_sizes[clients]
-  weights = np.where(hp['weight_by_batches'][:, None], -(-sizes // BATCH), sizes)
+  weights = np.where(hp['weighting'][:, None] == 1, -(-sizes // BATCH), sizes)
   weights = weights.astype(np.float32)
   if round_index == 1:
     weights[1, 1] = 0.0  # Dropped: no epochs, no weight. (Client 5 of run 0: epochs 0, weight.)
@@ -71,9 +75,23 @@ def _reference_settings(hp):
 
 
 # FedAvg is FedProx's program (its config sets mu = 0 and drops stragglers): one is enough here.
+# The algorithms engine/reference.py does not know are held against references of their own in
+# their test files (test_every_algorithm_is_held_against_a_reference).
 COMBINATIONS = list(
-    itertools.product([a for a in algorithms.ALGORITHMS if a != 'fedavg'],
+    itertools.product([a for a in reference.ALGORITHMS if a != 'fedavg'],
                       server_optimizers.OPTIMIZERS))
+
+
+def test_every_algorithm_is_held_against_a_reference():
+  """An algorithm the plain reference of engine/reference.py does not know has its own, and a test
+  of its packed rounds against it in tests/NAME_test.py."""
+  here = pathlib.Path(__file__).parent
+  for name in algorithms.ALGORITHMS:
+    if name in reference.ALGORITHMS:
+      continue
+    test_file = here / f'{name}_test.py'
+    assert test_file.is_file(), f'{name}: no tests/{name}_test.py'
+    assert 'def test_three_packed_rounds_equal_the_reference' in test_file.read_text(), name
 
 
 def _drop_stragglers_by_hand(cohort: cohort_lib.Cohort) -> cohort_lib.Cohort:
@@ -208,7 +226,7 @@ def test_sampled_cohort_follows_the_straggler_model():
   sizes = jnp.full(100, 25, jnp.int32)
 
   @jax.jit  # One program for the 200 draws below, rather than 200 op-by-op dispatches.
-  def draw(seed, fraction, fixed, drop, by_batches):
+  def draw(seed, fraction, fixed, drop, weighting):
     return cohort_lib.sample_cohort(jax.random.PRNGKey(seed),
                                     sizes=sizes,
                                     clients_per_round=10,
@@ -217,10 +235,10 @@ def test_sampled_cohort_follows_the_straggler_model():
                                     fraction=jnp.float32(fraction),
                                     fixed_count=jnp.bool_(fixed),
                                     drop_stragglers=jnp.bool_(drop),
-                                    weight_by_batches=jnp.bool_(by_batches))
+                                    weighting=jnp.int32(weighting))
 
-  sample = lambda seed, fraction, fixed, drop, by_batches=False: draw(seed, fraction, fixed, drop,
-                                                                      by_batches)
+  sample = lambda seed, fraction, fixed, drop, weighting=0: draw(seed, fraction, fixed, drop,
+                                                                 weighting)
 
   c = sample(0, 0.5, True, False)
   assert len(set(np.asarray(c.clients))) == 10
@@ -229,7 +247,8 @@ def test_sampled_cohort_follows_the_straggler_model():
   assert (epochs[np.asarray(c.stragglers)] < 10).all() and (epochs >= 1).all()
   assert (epochs[~np.asarray(c.stragglers)] == 10).all()
   assert (np.asarray(c.weights) == 25).all() and (np.asarray(
-      sample(0, 0.5, True, False, True).weights) == 3).all()
+      sample(0, 0.5, True, False, 1).weights) == 3).all()
+  assert (np.asarray(sample(0, 0.5, True, False, 2).weights) == 1).all()  # Uniform.
   dropped = sample(0, 0.5, True, True)
   assert (np.asarray(dropped.weights)[np.asarray(dropped.stragglers)] == 0).all()
   assert (np.asarray(dropped.epochs)[np.asarray(dropped.stragglers)] == 0).all()

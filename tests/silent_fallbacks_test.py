@@ -87,12 +87,16 @@ def test_another_algorithm_with_fedproxs_mu_is_warned_about(name, caplog):
   assert not any('algorithm.mu' in m for m in _warnings(c, caplog))
 
 
-def test_fedprox_with_mu_and_adaptive_mu_anywhere_are_not_called_unread(caplog):
+def test_adaptive_mu_is_read_by_fedprox_and_fedavg_and_called_unread_elsewhere(caplog):
+  """Adaptive mu is FedProx's rule (algorithms/fedprox.py): FedProx and FedAvg read it, the
+  others are told they do not, which is what their runs do (tests/algorithms_test.py)."""
   c = mnist_fedprox.get_config()
   c.algorithm.adaptive_mu = True
   assert not _warnings(c, caplog)  # FedProx: nothing to say.
-  c.algorithm.name, c.algorithm.mu = 'fednova', 0.0
+  c.algorithm.name, c.algorithm.mu = 'fedavg', 0.0
+  assert not any('not read' in m for m in _warnings(c, caplog))
+  c.algorithm.name = 'fednova'
   said = _warnings(c, caplog)
-  # The round loop applies adaptive mu to any algorithm: it is read, and makes it FedProx-like.
-  assert not any('not read' in m for m in said)
-  assert any('(adaptive)' in m for m in said)
+  assert any(
+      'config.algorithm.adaptive_mu = True is not read by the run (algorithm fednova' in m and
+      'only fedavg, fedprox read it' in m for m in said), said

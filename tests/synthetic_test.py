@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fedprox_jax import experiment
-from fedprox_jax.algorithms import adaptive_mu
+from fedprox_jax.algorithms import fedprox
 from fedprox_jax.configs import synthetic as synthetic_config
 from fedprox_jax.core import client
 from fedprox_jax.engine import evaluation
@@ -132,8 +132,9 @@ def test_dissimilarity_equals_a_loop_over_clients():
     grads, sizes = [], []
     for c in range(data.num_clients):
       rows = clients == c
-      g = jax.grad(lambda q: client.masked_cross_entropy(apply_fn, q, data.train_x[rows], data.
-                                                         train_y[rows], np.ones(rows.sum())))(p)
+      g = jax.grad(lambda q: client.masked_mean(
+          client.cross_entropies(apply_fn(q, data.train_x[rows]), data.train_y[rows]),
+          np.ones(rows.sum())))(p)
       grads.append(flat(g))
       sizes.append(rows.sum())
     grads, sizes = np.array(grads), np.array(sizes)
@@ -145,18 +146,18 @@ def test_dissimilarity_equals_a_loop_over_clients():
 def test_adaptive_mu_rule_on_a_hand_made_loss_sequence():
   losses = [5.0, 4.0, 4.5, 4.4, 4.3, 4.2, 4.1, 4.0, 3.9, 3.9, 4.0]
   # rises at 4.5 and at the last 4.0; falls five times in a row from 4.4 to 4.0.
-  state = adaptive_mu.initial(np.array([1.0, 0.0, 1.0]))
+  state = fedprox.initial_mu({'mu': np.array([1.0, 0.0, 1.0])})
   enabled = np.array([True, True, False])
   mus = []
   for loss in losses:
-    state = adaptive_mu.update(state, np.full(3, loss), enabled)
+    state = fedprox.update_mu(state, np.full(3, loss), enabled)
     mus.append([round(float(v), 6) for v in state.mu])
   assert [m[0] for m in mus] == [1.0, 1.0, 1.1, 1.1, 1.1, 1.1, 1.1, 1.0, 1.0, 1.0, 1.1]
   assert [m[1] for m in mus] == [0.0, 0.0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.0, 0.0, 0.0, 0.1]
   assert all(m[2] == 1.0 for m in mus)  # Not adaptive: mu never moves.
-  floor = adaptive_mu.initial(np.array([0.0]))
+  floor = fedprox.initial_mu({'mu': np.array([0.0])})
   for loss in (6.0, 5.0, 4.0, 3.0, 2.0, 1.0):
-    floor = adaptive_mu.update(floor, np.array([loss]), np.array([True]))
+    floor = fedprox.update_mu(floor, np.array([loss]), np.array([True]))
   assert floor.mu[0] == 0.0  # Never below 0.
 
 

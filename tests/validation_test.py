@@ -202,8 +202,11 @@ def test_fields_the_run_does_not_read_are_warned_about_never_refused(caplog):
           'algorithm.adaptive_mu': True
       })
   validation.validate(config)  # Never refused.
-  # (adaptive_mu is the local solver's: every algorithm reads it.)
-  assert validation.unused_fields(config) == ['server.momentum', 'server.b2']
+  # (adaptive_mu is FedProx's rule, which FedNova does not run.)
+  assert validation.unused_fields(config) == [
+      'server.momentum', 'server.b2', 'algorithm.adaptive_mu'
+  ]
+  config.algorithm.adaptive_mu = False
   config.server.optimizer = 'momentum'
   config.algorithm.name = 'fedprox'
   assert validation.unused_fields(config) == ['server.b2']

@@ -7,6 +7,8 @@ logistic regression. See docs/results.md for the measured accuracy and wall time
 """
 import ml_collections
 
+from fedprox_jax import algorithms
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -45,13 +47,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.client.weight_decay = 0.001  # Coupled L2 as in torch.optim.SGD (the baseline's).
 
   c.algorithm = ml_collections.ConfigDict()
-  c.algorithm.name = 'fedprox'  # 'fedavg', 'fedprox', 'fednova' or 'scaffold'.
-  c.algorithm.mu = 1.0  # Proximal coefficient of the local objective, for every algorithm;
-  #                       0 is plain local SGD.
+  c.algorithm.name = 'fedprox'  # A module of fedprox_jax/algorithms/ (docs/configuration.md).
+  c.algorithm.mu = 1.0  # Proximal coefficient of the default local objective, for every
+  #                       algorithm whose objective builds on it; 0 is plain local SGD.
   c.algorithm.drop_stragglers = False  # FedAvg's rule: stragglers' work is discarded.
-  c.algorithm.weighting = 'examples'  # Client weights: 'examples' or 'batches' (Flower's).
-  c.algorithm.adaptive_mu = False  # FedProx's rule: mu +0.1 when the training loss rises,
-  #                                  -0.1 after 5 rounds of falling loss; mu is its start.
+  c.algorithm.weighting = 'examples'  # Client weights: 'examples', 'batches' (Flower's) or
+  #                                     'uniform'.
+  # Every algorithm's own hyperparameters (adaptive_mu, ...), at their defaults: each declared
+  # once, in its algorithm's file.
+  c.algorithm.update(algorithms.own_fields())
 
   c.server = ml_collections.ConfigDict()  # The server optimizer, fed -Delta of each round.
   c.server.optimizer = 'sgd'  # 'sgd', 'momentum' (FedAvgM), 'adam', 'yogi' or 'adagrad'.

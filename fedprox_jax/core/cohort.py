@@ -21,9 +21,16 @@ class Cohort(NamedTuple):
   stragglers: jax.Array  # [R, K] bool
 
 
-def client_weights(sizes: jax.Array, batch_size: int, weight_by_batches: jax.Array) -> jax.Array:
-  """Aggregation weight q of clients of these sizes: training examples, or batches (Flower's)."""
-  return jnp.where(weight_by_batches, -(-sizes // batch_size), sizes).astype(jnp.float32)
+# config.algorithm.weighting, as the code each run's hp['weighting'] holds.
+EXAMPLES, BATCHES, UNIFORM = 0, 1, 2
+WEIGHTINGS = {'examples': EXAMPLES, 'batches': BATCHES, 'uniform': UNIFORM}
+
+
+def client_weights(sizes: jax.Array, batch_size: int, weighting: jax.Array) -> jax.Array:
+  """Aggregation weight q of clients of these sizes: training examples, batches (Flower's), or 1
+  each (uniform), by the weighting code."""
+  by = jnp.where(weighting == BATCHES, -(-sizes // batch_size), sizes)
+  return jnp.where(weighting == UNIFORM, 1, by).astype(jnp.float32)
 
 
 def sample_without_replacement(key: jax.Array, population: int, k: int) -> jax.Array:
@@ -47,11 +54,20 @@ def sample_without_replacement(key: jax.Array, population: int, k: int) -> jax.A
   return jax.random.permutation(k_order, chosen)
 
 
-def sample_cohort(round_key: jax.Array, *, sizes: jax.Array, clients_per_round: int,
-                  local_epochs: int, batch_size: int, fraction: jax.Array, fixed_count: jax.Array,
-                  drop_stragglers: jax.Array, weight_by_batches: jax.Array) -> Cohort:
+def sample_cohort(round_key: jax.Array,
+                  *,
+                  sizes: jax.Array,
+                  clients_per_round: int,
+                  local_epochs: int,
+                  batch_size: int,
+                  fraction: jax.Array,
+                  fixed_count: jax.Array,
+                  drop_stragglers: jax.Array,
+                  weighting: jax.Array,
+                  weigh=None) -> Cohort:
   """One run's cohort; with `drop_stragglers` (FedAvg's rule) stragglers do no work and are left
-  out of the aggregate altogether."""
+  out of the aggregate altogether. `weigh(sizes)` gives the clients' weights where an algorithm
+  has its own rule (else `weighting` chooses)."""
   k_sample, k_straggle, k_epochs, k_clients = jax.random.split(round_key, 4)
   k = clients_per_round
   clients = sample_without_replacement(k_sample, sizes.shape[0], k)
@@ -59,6 +75,8 @@ def sample_cohort(round_key: jax.Array, *, sizes: jax.Array, clients_per_round: 
                                            fixed_count)
   dropped = stragglers & drop_stragglers
   epochs = jnp.where(dropped, 0, epochs).astype(jnp.int32)
-  weights = jnp.where(dropped, 0.0, client_weights(sizes[clients], batch_size, weight_by_batches))
+  weights = (weigh(sizes[clients])
+             if weigh else client_weights(sizes[clients], batch_size, weighting))
+  weights = jnp.where(dropped, 0.0, weights.astype(jnp.float32))
   keys = jax.vmap(lambda c: jax.random.fold_in(k_clients, c))(clients)
   return Cohort(clients, epochs, weights, keys, stragglers)

@@ -1,10 +1,12 @@
 """The lanes' loop: every lane runs its client jobs back to back, one local step per loop step, in
 lockstep with the other lanes (vmapped), for as many steps as the busiest lane needs.
 
-At a job boundary a lane resets to the job's run's global parameters. When a job ends, the lane
-asks the algorithm for the client's upload and adds q_i * upload to its own sums for the job's run
-(masked where q_i = 0, so a client left out can never inject a NaN), and keeps the client's new
-persistent state, if the algorithm has one. Nothing crosses lanes until the caller sums them.
+At a job boundary a lane resets to the job's run's global parameters. Each step minimises the
+algorithm's local loss (the default: cross-entropy + mu prox) on one batch. When a job ends, the
+lane asks the algorithm for the client's upload and adds q_i * upload to its own sums for the
+job's run (masked where q_i = 0, so a client left out can never inject a NaN), and keeps the
+client's new persistent state, if the algorithm has one. Nothing crosses lanes until the caller
+sums them.
 """
 from typing import NamedTuple
 
@@ -12,11 +14,13 @@ import jax
 import jax.numpy as jnp
 
 from fedprox_jax.algorithms.base import Algorithm
+from fedprox_jax.algorithms.base import Batch
 from fedprox_jax.algorithms.base import ClientResult
+from fedprox_jax.algorithms.base import LocalContext
 from fedprox_jax.core import client
+from fedprox_jax.core import model as model_lib
 from fedprox_jax.core import shuffle
 from fedprox_jax.core.packing import Jobs
-from fedprox_jax.tasks.models import ApplyFn
 
 
 class RunInputs(NamedTuple):
@@ -34,16 +38,24 @@ def _select(pred, on_true, on_false):
   return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def run_lanes(algorithm: Algorithm, apply_fn: ApplyFn, batch_size: int, lane_jobs, lane_start,
-              num_steps, jobs: Jobs, runs: RunInputs, client_states, data):
+def _result(delta, params, steps, hp, before) -> ClientResult:
+  return ClientResult(delta, steps, hp['learning_rate'], hp['weight_decay'], hp['mu'], params,
+                      before)
+
+
+def run_lanes(algorithm: Algorithm, apply_fn, batch_size: int, lane_jobs, lane_start, num_steps,
+              jobs: Jobs, runs: RunInputs, client_states, before, data):
   """Runs lanes [L] for num_steps steps; returns each lane's sums of q_i * upload_i per run
-  ([L, R, ...]) and its jobs' new client states ([L, J + 1, ...], None without client state)."""
+  ([L, R, ...]) and its jobs' new client states ([L, J + 1, ...], None without client state).
+  `before` holds each job's before_steps means ([J + 1, ...], None without them)."""
   b = batch_size
+  model = model_lib.outputs_of(apply_fn)
+  loss_fn = algorithm.local_loss or client.default_loss
   anchor0, hp0 = take(runs.params, 0), take(runs.hp, 0)
   opt_init = client.local_optimizer(hp0['learning_rate'], hp0['weight_decay']).init(anchor0)
-  upload_shape = jax.eval_shape(lambda: algorithm.upload(
-      ClientResult(anchor0, jobs.steps[0], hp0['learning_rate'], hp0['weight_decay'], hp0['mu']),
-      take(runs.state, 0), take(client_states, 0), hp0)[0])
+  upload_shape = jax.eval_shape(
+      lambda: algorithm.upload(_result(anchor0, anchor0, jobs.steps[0], hp0, take(before, 0)),
+                               take(runs.state, 0), take(client_states, 0), hp0)[0])
   num_runs = jax.tree.leaves(runs.params)[0].shape[0]
 
   def lane_step(t, jobs_l, start_l, params, opt_state, sums, states_out):
@@ -64,18 +76,18 @@ def run_lanes(algorithm: Algorithm, apply_fn: ApplyFn, batch_size: int, lane_job
     local = shuffle.permute_with_tables(jobs.shift[job, epoch], jobs.salt[job, epoch], n,
                                         jnp.minimum(pos, n - 1))
     rows = jobs.offset[job] + local
+    context = LocalContext(anchor, state, client_state, hp)
     correction = (algorithm.correction(state, client_state, hp) if algorithm.correction else None)
-    new_params, new_opt, _ = client.local_step(apply_fn, params, opt_state, anchor, data.x[rows],
-                                               data.y[rows], (pos < n).astype(jnp.float32), hp,
-                                               correction)
+    new_params, new_opt, _ = client.local_step(
+        loss_fn, model, params, opt_state,
+        Batch(data.x[rows], data.y[rows], (pos < n).astype(jnp.float32)), context, correction)
     params = _select(active, new_params, params)
     opt_state = _select(active, new_opt, opt_state)
     # The job's last step: the client uploads, into this lane's sums for its run.
     end = active & (s == jobs.steps[job] - 1)
     delta = jax.tree.map(jnp.subtract, params, anchor)
     upload, new_state = algorithm.upload(
-        ClientResult(delta, jobs.steps[job], hp['learning_rate'], hp['weight_decay'], hp['mu']),
-        state, client_state, hp)
+        _result(delta, params, jobs.steps[job], hp, take(before, job)), state, client_state, hp)
     w = jnp.where(end, jobs.weight[job], 0.0)
     sums = jax.tree.map(lambda a, u: a.at[run].add(jnp.where(w > 0, w * u, 0.0)), sums, upload)
     if states_out is not None:
@@ -96,3 +108,61 @@ def run_lanes(algorithm: Algorithm, apply_fn: ApplyFn, batch_size: int, lane_job
            None if client_states is None else lanes_of(jax.tree.map(jnp.zeros_like, client_states)))
   _, _, _, sums, states_out = jax.lax.while_loop(lambda c: c[0] < num_steps, body, carry)
   return sums, states_out
+
+
+def before_steps(algorithm: Algorithm, apply_fn, batch_size: int, jobs: Jobs, runs: RunInputs,
+                 client_states, data):
+  """Each job's means of algorithm.before_steps' per-batch sums over its client's local training
+  examples at its run's global model ([J + 1, ...]; the empty job's are 0).
+
+  All jobs at once (vmapped), batch by batch in row order, for as many batches as the largest
+  client has: a forward pass over the cohort's data, next to the E epochs of training after it.
+  """
+  b = batch_size
+  model = model_lib.outputs_of(apply_fn)
+
+  def batch_sums(job, i):
+    n = jobs.n[job]
+    pos = i * b + jnp.arange(b)
+    rows = jobs.offset[job] + jnp.minimum(pos, n - 1)
+    run = jobs.run[job]
+    anchor = take(runs.params, run)
+    context = LocalContext(anchor, take(runs.state, run), take(client_states, job),
+                           take(runs.hp, run))
+    return algorithm.before_steps(model, anchor,
+                                  Batch(data.x[rows], data.y[rows], (pos < n).astype(jnp.float32)),
+                                  context)
+
+  all_jobs = jnp.arange(jobs.run.shape[0])
+  every_job = jax.vmap(batch_sums, in_axes=(0, None))
+  zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(every_job, all_jobs, 0))
+  sums = jax.lax.fori_loop(0, jnp.max(jobs.steps_per_epoch),
+                           lambda i, acc: jax.tree.map(jnp.add, acc, every_job(all_jobs, i)), zeros)
+  real = jnp.arange(jobs.run.shape[0]) < jobs.num_jobs
+  n = jnp.where(real, jobs.n, 1).astype(jnp.float32)
+  return jax.tree.map(
+      lambda a: jnp.where(real.reshape(-1, *[1] *
+                                       (a.ndim - 1)), a / n.reshape(-1, *[1] * (a.ndim - 1)), 0.0),
+      sums)
+
+
+def add_idle_uploads(algorithm: Algorithm, jobs: Jobs, runs: RunInputs, client_states, before,
+                     sums):
+  """`sums` [R, ...] plus q_i * upload_i of the aggregated jobs that do no step (no lane runs
+  them): a client with q_i > 0 and no work still uploads what its result gives (delta 0; q-FFL's
+  h_i is not 0). Sampled cohorts have none (every aggregated client does an epoch or more), so
+  this costs a test of the cohort alone, one job at a time where there are some."""
+  num_jobs = jobs.num_jobs
+  idle = (jobs.steps[:num_jobs] == 0) & (jobs.weight[:num_jobs] > 0)
+
+  def add(j, sums):
+    run = jobs.run[j]
+    anchor, hp = take(runs.params, run), take(runs.hp, run)
+    zero = jax.tree.map(jnp.zeros_like, anchor)
+    upload, _ = algorithm.upload(_result(zero, anchor, jobs.steps[j], hp, take(before, j)),
+                                 take(runs.state, run), take(client_states, j), hp)
+    w = jnp.where(idle[j], jobs.weight[j], 0.0)
+    return jax.tree.map(lambda a, u: a.at[run].add(jnp.where(w > 0, w * u, 0.0)), sums, upload)
+
+  return jax.lax.cond(idle.any(), lambda s: jax.lax.fori_loop(0, num_jobs, add, s), lambda s: s,
+                      sums)

@@ -3,17 +3,13 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 
-from fedprox_jax.tasks.models import ApplyFn
-
-# Examples per evaluation chunk when config.eval.chunk_size is 0. Each chunk's float32 features
-# (made from raw pixels as it is read) stay in cache: 2048 rows evaluated fastest on a 2-core
-# CPU; larger chunks were up to 3x slower. The CNN's activations need small chunks.
-AUTO_CHUNK = {'logistic_regression': 2048, 'cnn': 512, 'lstm': 512}
+from fedprox_jax.core.model import ApplyFn
+from fedprox_jax.tasks import models
 
 
 def chunk_size(config) -> int:
   """Examples per evaluation chunk: config.eval.chunk_size, or the model's own (0)."""
-  return config.eval.chunk_size or AUTO_CHUNK[config.model.name]
+  return config.eval.chunk_size or models.MODELS[config.model.name].eval_chunk
 
 
 def _window(i: jax.Array, n: int, chunk: int):
@@ -67,53 +63,128 @@ def make_dissimilarity(apply_fn: ApplyFn, num_clients: int, chunk_size: int):
   return dissimilarity
 
 
-def make_evaluate(apply_fn: ApplyFn, chunk_size: int, dissimilarity_clients: int = 0):
-  """evaluate(params [R], {name: (x [n, d], y [n])}, client_of_train_row, selections) ->
-  {name/loss, name/accuracy: [R]}, and train/dissimilarity with `dissimilarity_clients` > 0.
+# The datasets whose spread over clients is recorded: each client's accuracy on its own test data.
+SPREAD_SETS = ('local_test',)
+PERCENTILES = (10, 50, 90)
 
-  `selections` maps a dataset's name to (rows [M], weights [M]): only those rows count (a sample
-  of clients, padded with weight 0); the others are evaluated whole. One compiled program for all
-  datasets: each dataset shape would otherwise compile its own.
+
+def _percentile(ordered: jax.Array, count: jax.Array, q: int) -> jax.Array:
+  """numpy.percentile's linear interpolation at q of each column's first `count` values of
+  `ordered` [S, R] (sorted along S). The position q/100 (count - 1) is kept in integers, exact at
+  any count (in float32 its fraction would be rounded, to 1/128 at 10^5 clients), and split so that
+  q (count - 1) never has to fit in int32."""
+  last = jnp.maximum(count - 1, 0)
+  hundreds, rest = last // 100, q * (last % 100)
+  low = q * hundreds + rest // 100
+  fraction = (rest % 100).astype(jnp.float32) / 100
+  high = jnp.minimum(low + 1, last)
+  return ordered[low] + (ordered[high] - ordered[low]) * fraction
+
+
+def client_spread(correct: jax.Array, count: jax.Array) -> dict[str, jax.Array]:
+  """{accuracy_p10, accuracy_p50, accuracy_p90, accuracy_std: [R]} of the accuracies
+  correct / count of the clients whose count > 0 (correct [S, R] and count [S], summed client by
+  client): unweighted, each client once whatever its size; the std is the population's (ddof=0).
+  With no such client they are 0, as the accuracy of no example is."""
+  valid = count > 0
+  num_valid = valid.sum()
+  accuracy = correct / jnp.maximum(count, 1)[:, None]
+  # Sorted as int32: non-negative floats order as their bits do, and XLA's CPU sort of int32 takes
+  # a seventh of the time of float32's (whose comparator orders NaNs). The clients left out sort
+  # last; their bits read back as a NaN, read only when no client counts (and then replaced).
+  bits = jnp.where(valid[:, None], jax.lax.bitcast_convert_type(accuracy, jnp.int32),
+                   jnp.iinfo(jnp.int32).max)
+  ordered = jax.lax.bitcast_convert_type(jnp.sort(bits, axis=0), jnp.float32)
+  out = {f'accuracy_p{q}': _percentile(ordered, num_valid, q) for q in PERCENTILES}
+  mean = jnp.where(valid[:, None], accuracy, 0.0).sum(0) / jnp.maximum(num_valid, 1)
+  deviation = jnp.where(valid[:, None], accuracy - mean, 0.0)
+  out['accuracy_std'] = jnp.sqrt(jnp.square(deviation).sum(0) / jnp.maximum(num_valid, 1))
+  return {k: jnp.where(num_valid > 0, v, 0.0) for k, v in out.items()}
+
+
+def _segments(client: jax.Array, selection, num_clients: int) -> tuple[jax.Array, int]:
+  """(The segment of each row read, how many segments) for sums client by client: the row's
+  client; with a selection (a sample of clients, their rows client by client), its client's rank
+  in the sample, so that a sample's sums are as many as its rows, not as the population's clients
+  (1000 clients of 10^6 evaluated would otherwise sort 10^6 accuracies)."""
+  if selection is None:
+    return client, num_clients
+  of_row = client[selection[0]]
+  rank = jnp.cumsum(of_row[1:] != of_row[:-1], dtype=jnp.int32)
+  return jnp.concatenate([jnp.zeros(1, jnp.int32), rank]), min(len(of_row), num_clients)
+
+
+def make_evaluate(apply_fn: ApplyFn,
+                  chunk_size: int,
+                  num_clients: int,
+                  dissimilarity: bool = False):
+  """evaluate(params [R], {name: (x [n, d], y [n])}, clients, selections) -> {name/loss,
+  name/accuracy: [R]}; for the datasets of SPREAD_SETS also the spread of the clients' own
+  accuracies (client_spread: name/accuracy_p10, _p50, _p90, _std); and train/dissimilarity with
+  `dissimilarity`.
+
+  `clients` maps 'train' and each of SPREAD_SETS to the client of each of its rows [n] (rows are
+  grouped by client, ids below `num_clients`). `selections` maps a dataset's name to
+  (rows [M], weights [M]): only those rows count (a sample of clients, padded with weight 0); the
+  others are evaluated whole. One compiled program for all datasets: each dataset shape would
+  otherwise compile its own.
   """
-  dissimilarity = (make_dissimilarity(apply_fn, dissimilarity_clients, min(chunk_size, 1024))
-                   if dissimilarity_clients else None)
+  dissimilarity_fn = (make_dissimilarity(apply_fn, num_clients, min(chunk_size, 1024))
+                      if dissimilarity else None)
 
-  def sums(params, x, y, fresh):
-    # Runs second ([n, R, classes]): the model's matrix product for all runs then comes out
-    # without a transpose, and the reductions run along its rows.
+  def per_example(params, x, y):
+    """(cross-entropy, correct) [chunk, R]. Runs second ([n, R, classes]): the model's matrix
+    product for all runs then comes out without a transpose, and the sums run along its rows."""
     logits = jax.vmap(apply_fn, in_axes=(0, None), out_axes=1)(params, x)
     label_logit = jnp.take_along_axis(logits, y[:, None, None], -1)[..., 0]
     ce = jax.nn.logsumexp(logits, -1) - label_logit
-    correct = (jnp.argmax(logits, -1) == y[:, None]).astype(jnp.float32)
-    return fresh @ ce, fresh @ correct
+    return ce, (jnp.argmax(logits, -1) == y[:, None]).astype(jnp.float32)
 
-  def evaluate_one(params, x, y, selection=None):
+  def evaluate_one(params, x, y, selection=None, client=None):
+    """{loss, accuracy: [R]} over the rows (or the selection's), and with `client` (the client of
+    each row) the spread of the clients' accuracies, from sums per client made chunk by chunk."""
     n = x.shape[0] if selection is None else selection[0].shape[0]
     chunk = min(chunk_size, n)
+    segments, num_segments = (_segments(client, selection, num_clients) if client is not None else
+                              (None, 0))
 
     def add_chunk(i, totals):
       start, fresh = _window(i, n, chunk)  # Slicing a reshaped copy tripled the time.
       take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, chunk)
       if selection is None:
-        return jax.tree.map(jnp.add, totals, sums(params, take(x), take(y), fresh))
-      rows = take(selection[0])
-      return jax.tree.map(jnp.add, totals, sums(params, x[rows], y[rows],
-                                                fresh * take(selection[1])))
+        rows_x, rows_y, weight = take(x), take(y), fresh
+      else:
+        rows = take(selection[0])
+        rows_x, rows_y, weight = x[rows], y[rows], fresh * take(selection[1])
+      ce, correct = per_example(params, rows_x, rows_y)
+      loss, right, by_client = totals
+      if segments is not None:
+        by_client = by_client + jax.ops.segment_sum(
+            weight[:, None] * correct, take(segments), num_segments, indices_are_sorted=True)
+      return loss + weight @ ce, right + weight @ correct, by_client
 
     num_runs = jax.tree.leaves(params)[0].shape[0]
     zeros = jnp.zeros(num_runs, jnp.float32)
-    loss, correct = jax.lax.fori_loop(0, -(-n // chunk), add_chunk, (zeros, zeros))
+    by_client = None if segments is None else jnp.zeros((num_segments, num_runs), jnp.float32)
+    loss, right, by_client = jax.lax.fori_loop(0, -(-n // chunk), add_chunk,
+                                               (zeros, zeros, by_client))
     total = n if selection is None else jnp.maximum(selection[1].sum(), 1.0)
-    return loss / total, correct / total
+    out = {'loss': loss / total, 'accuracy': right / total}
+    if segments is not None:
+      weights = jnp.ones(n, jnp.float32) if selection is None else selection[1]
+      count = jax.ops.segment_sum(weights, segments, num_segments, indices_are_sorted=True)
+      out.update(client_spread(by_client, count))
+    return out
 
   @jax.jit
-  def evaluate(params, datasets, train_client, selections):
+  def evaluate(params, datasets, clients, selections):
     out = {}
     for name, (x, y) in datasets.items():
-      out[f'{name}/loss'], out[f'{name}/accuracy'] = evaluate_one(params, x, y,
-                                                                  selections.get(name))
-    if dissimilarity:
-      out['train/dissimilarity'] = dissimilarity(params, *datasets['train'], train_client)
+      metrics = evaluate_one(params, x, y, selections.get(name),
+                             clients[name] if name in SPREAD_SETS else None)
+      out.update({f'{name}/{key}': value for key, value in metrics.items()})
+    if dissimilarity_fn:
+      out['train/dissimilarity'] = dissimilarity_fn(params, *datasets['train'], clients['train'])
     return out
 
   return evaluate

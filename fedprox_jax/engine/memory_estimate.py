@@ -69,8 +69,11 @@ def estimate(c: ml_collections.ConfigDict,
       Term(BASE_BYTES, 'host', 'JAX, its compiler and the libraries', 'use a larger machine'),
       Term(data.load_bytes, 'load', f'the data ({data.described}) while loaded', data.fix),
       Term(data.host_bytes, 'host', f'the data ({data.described})', data.fix),
-      Term(data.eval_rows * data.row_bytes + 4 * data.train_rows + data.other_bytes, 'first',
-           f'the evaluation\'s copy of the data ({data.described})', data.fix),
+      # And the client of each training and local test row (int32; counted for the central test
+      # rows too, which have none: the plan does not tell them apart).
+      Term((data.eval_rows + data.train_rows) * 4 + data.eval_rows * data.row_bytes +
+           data.other_bytes, 'first', f'the evaluation\'s copy of the data ({data.described})',
+           data.fix),
       Term(2 * r * cost.server_bytes, 'each', f'the server states of {r} run(s)',
            'use fewer runs per chunk (sweep.max_runs_per_chunk)'),
       Term(3 * jobs * e * shuffle.SWAP_OR_NOT_ROUNDS * 4, 'each',
@@ -104,6 +107,11 @@ def estimate(c: ml_collections.ConfigDict,
       Term(r * chunk * (data.row_bytes + cost.eval_example_bytes), 'first',
            f'the evaluation\'s chunks of {chunk:,} examples', 'lower eval.chunk_size (0 chooses)',
            'eval'))
+  # The spread of the clients' local test accuracies: per run, every client's sum of correct
+  # predictions, its accuracy, and their masked and sorted copies ([clients, R] float32 each).
+  terms.append(
+      Term(4 * 4 * r * num_clients, 'first',
+           f'the local test accuracies of {num_clients:,} clients', data.fix, 'eval'))
   if c.eval.dissimilarity:  # A gradient sum per client, and a chunk of per-example gradients.
     terms.append(
         Term((3 * num_clients + min(chunk, 1024)) * cost.param_bytes, 'first',

@@ -48,11 +48,13 @@ class ModelCost(NamedTuple):
 
 @functools.lru_cache(maxsize=64)
 def _model_cost(model: str, options: tuple, num_classes: int, input_dim: int, algorithm: str,
-                optimizer: str, hp_names: tuple) -> ModelCost:
+                optimizer: str, hp_names: tuple, fixed: tuple) -> ModelCost:
   """From shapes alone (everything traced inside eval_shape and make_jaxpr): nothing runs, so
   JAX's devices can still be configured after this."""
   from fedprox_jax.algorithms import server_optimizers  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.algorithms.base import Batch  # pylint: disable=g-import-not-at-top
   from fedprox_jax.algorithms.base import ClientResult  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.algorithms.base import LocalContext  # pylint: disable=g-import-not-at-top
   cls = models.MODELS[model]
   module = cls(num_classes=num_classes, **dict(options))  # (Checked: models.check_options.)
   dtype = getattr(cls, 'input_dtype', jnp.float32)
@@ -66,12 +68,19 @@ def _model_cost(model: str, options: tuple, num_classes: int, input_dim: int, al
   ]
   forward = [_intermediate_bytes(j) for j in jaxprs]
   forward_alone = [_intermediate_bytes(j, per_iteration=False) for j in jaxprs]
-  alg = algorithms.get(algorithm)
+  alg = algorithms.get(algorithm).with_fixed(dict(fixed))
 
   def states(p, hp, steps):
     client_state = alg.init_client_state(p) if alg.init_client_state is not None else None
     state = alg.init_state(p, hp)
-    result = ClientResult(p, steps, hp['learning_rate'], hp['weight_decay'], hp['mu'])
+    before = None
+    if alg.before_steps is not None:
+      apply_fn = models.create_model(model, num_classes, input_dim, jax.random.PRNGKey(0),
+                                     **dict(options))[0]
+      batch = Batch(jnp.zeros((1, input_dim), dtype), jnp.zeros(1, jnp.int32), jnp.ones(1))
+      before = alg.before_steps(apply_fn.outputs, p, batch,
+                                LocalContext(p, state, client_state, hp))
+    result = ClientResult(p, steps, hp['learning_rate'], hp['weight_decay'], hp['mu'], p, before)
     upload = alg.upload(result, state, client_state, hp)[0]
     return client_state, state, upload, server_optimizers.make(optimizer, hp).init(p)
 
@@ -91,7 +100,7 @@ def for_config(c: ml_collections.ConfigDict) -> ModelCost:
   from fedprox_jax.engine import run_settings  # pylint: disable=g-import-not-at-top
   num_classes, input_dim = tasks.model_dims(c.data)
   options = tuple(sorted(models.options(c.model).items()))
-  hp = run_settings.from_config(c).hp
-  hp_names = tuple(sorted((k, np.asarray(v).dtype.name) for k, v in hp.items()))
+  settings = run_settings.from_config(c)
+  hp_names = tuple(sorted((k, np.asarray(v).dtype.name) for k, v in settings.hp.items()))
   return _model_cost(c.model.name, options, num_classes, input_dim, c.algorithm.name,
-                     c.server.optimizer, hp_names)
+                     c.server.optimizer, hp_names, tuple(sorted(settings.fixed.items())))

@@ -60,6 +60,25 @@ def train_client_of_rows(data: FederatedData) -> np.ndarray:
   return np.repeat(np.arange(data.num_clients, dtype=np.int32), data.train_sizes)
 
 
+def local_test_client_of_rows(data: FederatedData) -> np.ndarray:
+  """Which client each local test row belongs to (rows are grouped by client)."""
+  return np.repeat(np.arange(data.num_clients, dtype=np.int32), data.local_test_sizes)
+
+
+def client_of_rows(data: FederatedData) -> dict[str, np.ndarray]:
+  """The client of each row of the datasets made of clients' rows: what evaluation sums by (the
+  dissimilarity's gradients, the spread of the clients' local test accuracies)."""
+  return {'train': train_client_of_rows(data), 'local_test': local_test_client_of_rows(data)}
+
+
+def client_of_rows_shapes(data: FederatedData, sharding) -> dict[str, jax.ShapeDtypeStruct]:
+  """client_of_rows's shapes, without making the arrays."""
+  return {
+      name: jax.ShapeDtypeStruct((len(getattr(data, f'{name}_y')),), np.int32, sharding=sharding)
+      for name in ('train', 'local_test')
+  }
+
+
 def shape_of(tree, sharding):
   """Shapes (with a sharding) of arrays or shapes: what programs are compiled from."""
   dtype = lambda a: a.dtype if hasattr(a, 'dtype') else np.asarray(a).dtype
@@ -68,7 +87,7 @@ def shape_of(tree, sharding):
 
 
 def place_data(data: FederatedData, layout: Layout, replicate: bool = True):
-  """(client data, eval sets on the first device, client of each training row). The client data
+  """(client data, eval sets on the first device, client_of_rows there). The client data
   are on every device (`replicate`), else on the first device alone (engine/cohort_rows.py);
   evaluation reuses the first device's copy of the training data."""
   if replicate:
@@ -80,7 +99,7 @@ def place_data(data: FederatedData, layout: Layout, replicate: bool = True):
   for name, arrays in eval_sets(data).items():
     if name != 'train':
       sets[name] = jax.device_put(arrays, layout.eval_device)
-  return client_data, sets, jax.device_put(train_client_of_rows(data), layout.eval_device)
+  return client_data, sets, jax.device_put(client_of_rows(data), layout.eval_device)
 
 
 def local_copy(tree):

@@ -192,7 +192,8 @@ def make_reference_round(apply_fn, *, algorithm: str, server_optimizer: str, bat
   """Returns round_fn(state, cohort, settings, x, y, offsets, sizes) -> new ReferenceState.
 
   settings maps learning_rate, weight_decay, mu, server_learning_rate, server_momentum, b1, b2,
-  eps and weight_by_batches to [R] arrays; cohort has clients, epochs, weights, keys of [R, K].
+  eps and weighting (0: examples, 1: batches, 2: uniform) to [R] arrays; cohort has clients,
+  epochs, weights, keys of [R, K].
   """
   assert algorithm in ALGORITHMS and server_optimizer in SERVER_OPTIMIZERS
   step = make_local_step(apply_fn)
@@ -210,7 +211,7 @@ def make_reference_round(apply_fn, *, algorithm: str, server_optimizer: str, bat
         _server_leaf(server_optimizer, hp, *leaf) for leaf in zip(run.params, run.m, run.v, delta)))
     c, client_c = run.c, run.client_c
     if scaffold:
-      q_all = -(-sizes // batch_size) if hp['weight_by_batches'] else sizes
+      q_all = {0: sizes, 1: -(-sizes // batch_size), 2: np.ones_like(sizes)}[int(hp['weighting'])]
       c, client_c = _scaffold_update(c, client_c, run.params, results, hp, float(q_all.sum()))
     return ReferenceState(list(w), list(m), list(v), c, client_c)
 

@@ -12,11 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedprox_jax.algorithms.base import Algorithm
+from fedprox_jax.core import cohort as cohort_lib
 from fedprox_jax.core import lanes as lanes_lib
 from fedprox_jax.core import packing
 from fedprox_jax.core.cohort import Cohort
 from fedprox_jax.engine import server as server_lib
-from fedprox_jax.tasks.models import ApplyFn
 
 
 def _pad_jobs(tree, num_jobs):
@@ -29,7 +29,7 @@ def _pad_jobs(tree, num_jobs):
 
 def make_train_cohort(algorithm: Algorithm,
                       optimizer: str,
-                      apply_fn: ApplyFn,
+                      apply_fn,
                       *,
                       batch_size: int,
                       num_lanes: int,
@@ -53,6 +53,9 @@ def make_train_cohort(algorithm: Algorithm,
     lane_jobs, lane_start, load = packing.pack_lanes(jobs.steps[:num_jobs], num_lanes)
     num_steps = jnp.max(load)
     job_states = None if client_states is None else _pad_jobs(client_states, num_jobs)
+    runs = lanes_lib.RunInputs(server.params, server.algorithm, hp)
+    before = (lanes_lib.before_steps(algorithm, apply_fn, batch_size, jobs, runs, job_states, data)
+              if algorithm.before_steps else None)
     loop = functools.partial(lanes_lib.run_lanes, algorithm, apply_fn, batch_size)
     if mesh is not None:
       lanes, everywhere = jax.sharding.PartitionSpec('lanes'), jax.sharding.PartitionSpec()
@@ -61,18 +64,19 @@ def make_train_cohort(algorithm: Algorithm,
                            mesh=mesh,
                            out_specs=lanes,
                            in_specs=(lanes, lanes, everywhere, everywhere, everywhere, everywhere,
-                                     everywhere),
+                                     everywhere, everywhere),
                            check_vma=False)
-    sums, states_out = loop(lane_jobs, lane_start, num_steps, jobs,
-                            lanes_lib.RunInputs(server.params, server.algorithm, hp), job_states,
-                            data)
-    sums = jax.tree.map(lambda a: a.sum(0), sums)
+    sums, states_out = loop(lane_jobs, lane_start, num_steps, jobs, runs, job_states, before, data)
+    sums = lanes_lib.add_idle_uploads(algorithm, jobs, runs, job_states, before,
+                                      jax.tree.map(lambda a: a.sum(0), sums))
     aggregated = jnp.where(jobs.weight[:num_jobs] > 0, jobs.weight[:num_jobs], 0.0)
     weight = jax.ops.segment_sum(aggregated, jobs.run[:num_jobs], num_runs)
     new_server = server_lib.update(algorithm, optimizer, server, sums, weight, population_weight,
                                    hp)
     if client_states is not None:  # Each job's state comes from the one lane that ran it.
-      worked = jobs.steps[:num_jobs] > 0
+      # Only the aggregated clients that did some work change theirs (a client left out of the
+      # aggregate keeps its state, as it keeps its influence: none).
+      worked = (jobs.steps[:num_jobs] > 0) & (jobs.weight[:num_jobs] > 0)
       client_states = jax.tree.map(
           lambda new, old: jnp.where(worked.reshape(-1, *[1] * (old.ndim - 1)),
                                      new.sum(0)[:num_jobs], old[:num_jobs]).reshape(
@@ -91,9 +95,14 @@ def make_train_cohort(algorithm: Algorithm,
   return train_cohort
 
 
-def population_weight(sizes: np.ndarray, batch_size: int, weight_by_batches) -> np.ndarray:
-  """sum_j q_j over every client, for each run ([R] from weight_by_batches [R]): counted in int64
-  on the host (exact whatever the population), as cohort.client_weights weighs a client."""
+def population_weight(sizes: np.ndarray, batch_size: int, weighting) -> np.ndarray:
+  """sum_j q_j over every client, for each run ([R] from the runs' weighting codes [R]): counted
+  in int64 on the host (exact whatever the population), as cohort.client_weights weighs a
+  client."""
   sizes = np.asarray(sizes, np.int64)
-  by_batches = np.asarray(weight_by_batches, bool)
-  return np.where(by_batches, (-(-sizes // batch_size)).sum(), sizes.sum()).astype(np.float32)
+  totals = {
+      cohort_lib.EXAMPLES: sizes.sum(),
+      cohort_lib.BATCHES: (-(-sizes // batch_size)).sum(),
+      cohort_lib.UNIFORM: len(sizes)
+  }
+  return np.array([totals[int(w)] for w in np.asarray(weighting).reshape(-1)], np.float32)

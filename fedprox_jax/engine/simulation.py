@@ -54,7 +54,7 @@ class Simulation:
     if c.clients_per_round > data.num_clients:
       raise ConfigError(f'config.clients_per_round = {c.clients_per_round} exceeds the '
                         f'{data.num_clients} clients of config.data')
-    self.algorithm = algorithms.get(c.algorithm.name)
+    self.algorithm = algorithms.get(c.algorithm.name).with_fixed(runs[0].fixed)
     self.optimizer = c.server.optimizer
     # A batch larger than every client is the largest client's: each epoch is one full batch
     # either way, without padding every step to a size no client has.
@@ -132,16 +132,28 @@ class Simulation:
           'Client data: held once by each process, the cohort\'s rows gathered each '
           'round (compute.client_data=per_round; replicated would copy them to each of '
           'the %d devices)', len(jax.local_devices()))
-    self.population_weight = jax.device_put(
-        round_program.population_weight(data.train_sizes, self.batch_size,
-                                        stacked_hp(runs)['weight_by_batches']), replicated)
+    self.population_weight = jax.device_put(self._population_weight(data.train_sizes),
+                                            replicated)
     self._sizes = jax.device_put(data.train_sizes, replicated)  # What cohorts are drawn from.
     self.num_clients = data.num_clients
     self._compile(data)
     self._check_compiled()
     _return_freed_memory()
-    self.client_data, self.eval_sets, self._train_client = placement.place_data(
+    self.client_data, self.eval_sets, self._eval_clients = placement.place_data(
         data, self.layout, replicate=self.client_data_mode == 'replicated')
+
+  def _population_weight(self, sizes: np.ndarray) -> np.ndarray:
+    """sum_j q_j over every client, per run: exact on the host for the configured weightings,
+    the algorithm's own rule's sum in float64 where it has one."""
+    weigh = self.algorithm.client_weights
+    if weigh is None:
+      return round_program.population_weight(sizes, self.batch_size,
+                                             stacked_hp(self.runs)['weighting'])
+    hp = stacked_hp(self.runs)
+    return np.array([
+        np.asarray(weigh(jnp.asarray(sizes), self.batch_size, {k: v[r] for k, v in hp.items()}),
+                   np.float64).sum() for r in range(len(self.runs))
+    ], np.float32)
 
   @property
   def initial_params(self):
@@ -151,6 +163,7 @@ class Simulation:
     """The programs, compiled from shapes alone before the data reach the device: the compiler's
     working memory is freed by the time the data take theirs (a lower peak)."""
     c, layout = self.config, self.layout
+    weigh = self.algorithm.client_weights
     sample = jax.vmap(
         lambda key, sizes, h: cohort_lib.sample_cohort(key,
                                                        sizes=sizes,
@@ -160,7 +173,9 @@ class Simulation:
                                                        fraction=h['straggler_fraction'],
                                                        fixed_count=h['fixed_straggler_count'],
                                                        drop_stragglers=h['drop_stragglers'],
-                                                       weight_by_batches=h['weight_by_batches']),
+                                                       weighting=h['weighting'],
+                                                       weigh=weigh and (lambda n: weigh(
+                                                           n, self.batch_size, h))),
         in_axes=(0, None, 0))
 
     def sample_round(round_index, round_keys, hp, sizes):
@@ -204,21 +219,23 @@ class Simulation:
     eval_shapes = placement.shape_of(placement.eval_sets(data), layout.eval_device)
     self._eval_sample = (ClientSample(data, c.eval.clients, c.data.seed)
                          if 0 < c.eval.clients < data.num_clients else None)
-    evaluate = evaluation.make_evaluate(self.apply_fn, evaluation.chunk_size(c),
-                                        data.num_clients if c.eval.dissimilarity else 0)
+    evaluate = evaluation.make_evaluate(self.apply_fn, evaluation.chunk_size(c), data.num_clients,
+                                        c.eval.dissimilarity)
     params_shape = jax.device_put(placement.local_copy(self.initial_params), layout.eval_device)
-    train_client_shape = jax.ShapeDtypeStruct((len(data.train_y),),
-                                              jnp.int32,
-                                              sharding=layout.eval_device)
-    compile_eval = lambda selections: evaluate.lower(params_shape, eval_shapes, train_client_shape,
+    clients_shape = placement.client_of_rows_shapes(data, layout.eval_device)
+    compile_eval = lambda selections: evaluate.lower(params_shape, eval_shapes, clients_shape,
                                                      selections).compile()
     self._evaluate_all = (compile_eval({}) if not self._eval_sample or c.eval.full_every else None)
     self._evaluate_sample = (compile_eval(self._eval_sample.shapes(layout.eval_device))
                              if self._eval_sample else None)
 
-  def with_mu(self, mu: np.ndarray) -> dict:
-    """The runs' hyperparameters with mu [R] replaced (it is data: no recompile)."""
-    return {**self.hp, 'mu': jax.device_put(np.asarray(mu, np.float32), self.layout.replicated)}
+  def with_hp(self, changes: dict) -> dict:
+    """The runs' hyperparameters with some [R] replaced (they are data: no recompile)."""
+    placed = {
+        k: jax.device_put(np.asarray(v, self.hp[k].dtype), self.layout.replicated)
+        for k, v in changes.items()
+    }
+    return {**self.hp, **placed}
 
   def sample(self, round_index: int, hp: dict | None = None) -> cohort_lib.Cohort:
     """The cohorts that round `round_index` trains, one per run (what run_round draws)."""
@@ -269,10 +286,10 @@ class Simulation:
   def _evaluate(self, params, round_index: int) -> dict[str, np.ndarray]:
     local_params = jax.device_put(placement.local_copy(params), self.layout.eval_device)
     if self.evaluates_all(round_index):
-      out = self._evaluate_all(local_params, self.eval_sets, self._train_client, {})
+      out = self._evaluate_all(local_params, self.eval_sets, self._eval_clients, {})
     else:
       out = self._evaluate_sample(
-          local_params, self.eval_sets, self._train_client,
+          local_params, self.eval_sets, self._eval_clients,
           jax.device_put(self._eval_sample.draw(round_index), self.layout.eval_device))
     out = {k: np.asarray(v) for k, v in out.items()}
     if self.config.eval.clients:

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from fedprox_jax.config_fields import flatten
-from fedprox_jax.experiment.workdir import ADDED_FIELDS
+from fedprox_jax.experiment.workdir import added_fields
 from fedprox_jax.experiment.workdir import resumable
 
 FORMAT_VERSION = 1
@@ -60,7 +60,7 @@ def digest(round_index: int, state: dict, progress: dict, config: str = '') -> s
 def _fingerprint(configs, omit_from: int) -> str:
   """The fingerprint as a release that knew only the first `omit_from` added fields computed it:
   each later added field at the value that gives earlier releases' runs is left out."""
-  later = dict(list(ADDED_FIELDS.items())[omit_from:])
+  later = dict(list(added_fields().items())[omit_from:])
   kept = [{
       k: v
       for k, v in sorted(flatten(c).items())
@@ -73,7 +73,7 @@ def _fingerprint(configs, omit_from: int) -> str:
 def fingerprint(configs) -> str:
   """What a checkpoint must have been made by: the configs of its runs, without the fields that
   may change on resumption (paths, devices, round count), and without the fields added since
-  earlier releases (workdir.ADDED_FIELDS) where they hold the value that gives those releases'
+  earlier releases (workdir.added_fields) where they hold the value that gives those releases'
   runs, so that adding a field leaves every fingerprint as it was."""
   return _fingerprint(configs, 0)
 
@@ -81,4 +81,4 @@ def fingerprint(configs) -> str:
 def earlier_fingerprints(configs) -> tuple[str, ...]:
   """The same configs' fingerprints as the releases before this one computed them (each counted
   every field it knew); checkpoints made by those releases carry one of them."""
-  return tuple(_fingerprint(configs, i) for i in range(1, len(ADDED_FIELDS) + 1))
+  return tuple(_fingerprint(configs, i) for i in range(1, len(added_fields()) + 1))

@@ -46,8 +46,8 @@ def runs_per_chunk(config: ml_collections.ConfigDict, requested: int) -> int:
   lanes = max(config.compute.num_lanes, jax.device_count())
   eval_chunk = evaluation.chunk_size(config)
   per_run = 4 * num_params * (4 + 2 * lanes) + 4 * eval_chunk * 10 * 3
-  if config.model.name == 'cnn':
-    per_run += 4 * eval_chunk * 28 * 28 * 32 * 4  # Evaluation chunk activations.
+  # Evaluation chunk activations.
+  per_run += 4 * eval_chunk * models.MODELS[config.model.name].eval_activation_floats
   most = max(1, int(memory // 4 // per_run))
   if state_bytes:
     most = min(most, max(1, client_states.host_budget() // state_bytes))

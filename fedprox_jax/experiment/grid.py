@@ -16,8 +16,8 @@ from fedprox_jax.experiment import validation
 
 # Besides the hyperparameters (run_settings), what a run of a sweep may change: the seed, choices
 # that are data of the program, and the structure (one program per algorithm and optimizer).
-VARIABLE_FIELDS = ('seed', 'algorithm.name', 'algorithm.adaptive_mu', 'algorithm.drop_stragglers',
-                   'algorithm.weighting', 'stragglers.mode', 'server.optimizer')
+VARIABLE_FIELDS = ('seed', 'algorithm.name', 'algorithm.drop_stragglers', 'algorithm.weighting',
+                   'stragglers.mode', 'server.optimizer')
 SWEEP_FIELDS = ('repeats', 'arms', 'grid', 'max_runs_per_chunk', 'cpu_devices')
 # The sweep fields that may be left out, and their values then.
 SWEEP_DEFAULTS = {'grid': {}, 'max_runs_per_chunk': 0, 'cpu_devices': 0}
@@ -39,8 +39,9 @@ def with_defaults(sweep: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 
 def _variable() -> set[str]:
+  # Every algorithm's own hyperparameters vary too: traced values, or one program per value.
   return set(VARIABLE_FIELDS) | set(run_settings.COMMON_HYPERPARAMETERS) | {
-      field for a in algorithms.ALGORITHMS.values() for field, _ in a.hyperparameters
+      f'algorithm.{name}' for name in algorithms.declarations()
   }
 
 

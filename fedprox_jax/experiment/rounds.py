@@ -7,7 +7,6 @@ import jax
 import numpy as np
 
 from fedprox_jax import signals
-from fedprox_jax.algorithms import adaptive_mu
 from fedprox_jax.engine import processes
 from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.errors import ConfigError
@@ -77,9 +76,12 @@ def new_progress(num_lanes: int, data_stats: dict) -> dict:
               data=data_stats)
 
 
-def full_state(sim: Simulation, server, mu_state: adaptive_mu.State) -> dict:
-  """Everything the next round needs, as a checkpoint holds it."""
-  state = {'server': server, 'adaptive': mu_state._asdict()}
+def full_state(sim: Simulation, server, rule_state) -> dict:
+  """Everything the next round needs, as a checkpoint holds it (the round rule's state, FedProx's
+  adaptive mu, under 'adaptive': the name checkpoints have always given it)."""
+  state = {'server': server}
+  if rule_state is not None:
+    state['adaptive'] = rule_state._asdict()
   if sim.client_states:
     state['client_states'] = sim.client_states.get()
   return state
@@ -90,34 +92,49 @@ def _from_legacy(legacy: dict, like: dict) -> dict:
   its models and adaptive mu, and the rest of the state (empty for those) from `like`."""
   named = {f'server.{k}': v for k, v in flat_state(like['server']).items()}
   named.update({f'server.params.{k}': v for k, v in flat_state(legacy['params']).items()})
-  named.update({f'adaptive.{k}': legacy[k] for k in adaptive_mu.State._fields})
+  named.update({f'adaptive.{k}': legacy[k] for k in like.get('adaptive', {})})
   return named
+
+
+def _initial_rule_state(sim: Simulation):
+  rule = sim.algorithm.round_rule
+  return rule.initial(jax.tree.map(np.asarray, sim.hp)) if rule else None
 
 
 def _template(sim: Simulation) -> dict:
   """The state a checkpoint of `sim` holds, as host arrays: the names and shapes to restore."""
-  return jax.tree.map(
-      np.asarray, full_state(sim, sim.initial_server,
-                             adaptive_mu.initial(np.asarray(sim.hp['mu']))))
+  return jax.tree.map(np.asarray, full_state(sim, sim.initial_server, _initial_rule_state(sim)))
 
 
-def _restored_state(restored: Restored, like: dict):
-  """The checkpoint's state in the structure of `like` (None unless names and shapes match)."""
+def _restored_state(restored: Restored, like: dict, mu: np.ndarray):
+  """The checkpoint's state in the structure of `like` (None unless names and shapes match);
+  `mu` is the runs' configured mu."""
   named = _from_legacy(restored.state, like) if restored.legacy else restored.state
+  if 'adaptive' not in like and 'adaptive.mu' in named:
+    # Made by a release that kept an adaptive mu for every algorithm: harmless where it never
+    # moved; otherwise resuming without it would change the run.
+    if not np.array_equal(named['adaptive.mu'], mu):
+      raise ConfigError(
+          f'the checkpoint of round {restored.round} was made by a release that adapted mu for '
+          'this algorithm, which this release does only for FedProx and FedAvg: resume it with '
+          'the release that began it, or start it over with --overwrite')
+    named = {k: v for k, v in named.items() if not k.startswith('adaptive.')}
   return unflat_state(named, like)
 
 
 def _restore(sim: Simulation, restored: Restored, like: dict):
-  """The checkpoint's server state on the simulation's devices, and its adaptive mu."""
-  state = _restored_state(restored, like)
+  """The checkpoint's server state on the simulation's devices, and its round rule's state."""
+  state = _restored_state(restored, like, np.asarray(sim.hp['mu']))
   if state is None:
     raise ConfigError(
         f'the checkpoint of round {restored.round} holds a state of other names or shapes than '
         'this config makes: use another workdir, or --overwrite to start it over')
   if sim.client_states:
     sim.client_states.set(state['client_states'])
-  return sim.place_server(state['server']), adaptive_mu.State(
-      *(np.asarray(state['adaptive'][k]) for k in adaptive_mu.State._fields))
+  rule_state = _initial_rule_state(sim)
+  if rule_state is not None:
+    rule_state = type(rule_state)(*(np.asarray(state['adaptive'][k]) for k in rule_state._fields))
+  return sim.place_server(state['server']), rule_state
 
 
 def share_restored(sim: Simulation, restored: Restored | None,
@@ -129,7 +146,7 @@ def share_restored(sim: Simulation, restored: Restored | None,
     return restored
   like = _template(sim)
   if processes.is_leader():
-    state = _restored_state(restored, like)
+    state = _restored_state(restored, like, np.asarray(sim.hp['mu']))
     processes.share(like if state is None else state)  # _restore then names the mismatch.
     return restored
   state = processes.share(like)
@@ -149,12 +166,13 @@ def run_rounds(sim: Simulation,
   ETA counts `later_run_rounds` more (a sweep's chunks to come, in rounds times runs)."""
   c = sim.config
   evaluate_at = evaluation_rounds(c.num_rounds, c.eval_every)
-  adaptive = np.array([run.adaptive_mu for run in sim.runs])
+  rule = sim.algorithm.round_rule
+  enabled = np.asarray(sim.hp[rule.enabled_by], bool) if rule else None
   server, first = sim.initial_server, 0
-  mu_state = adaptive_mu.initial(np.asarray(sim.hp['mu']))
+  rule_state = _initial_rule_state(sim)
   progress = new_progress(sim.num_lanes, data_stats or {})
   if restored:
-    server, mu_state = _restore(sim, restored, _template(sim))
+    server, rule_state = _restore(sim, restored, _template(sim))
     first = restored.round + 1
     if restored.progress:
       progress.update({k: v for k, v in restored.progress.items() if k != 'num_lanes'})
@@ -164,7 +182,7 @@ def run_rounds(sim: Simulation,
             'another order (differences of ~1e-7 from an undisturbed run)', sim.num_lanes,
             restored.progress['num_lanes'])
     logging.info('Resuming from the checkpoint of round %d', restored.round)
-  hp = sim.with_mu(mu_state.mu)
+  hp = sim.with_hp(rule.hyperparameters(rule_state) if rule else {})
   for writer in writers:
     writer.start(restored.round if restored else None, evaluate_at)
   start, wall_before = time.perf_counter(), progress['wall_s']
@@ -187,16 +205,16 @@ def run_rounds(sim: Simulation,
         round_times.append(time.perf_counter() - tick)
       with signals.deferred():  # The round's record and checkpoint are written whole.
         if r in evaluate_at:
-          metrics = _evaluate_and_write(sim, server.params, r, stats, mu_state.mu, round_times,
-                                        writers, labels, start, eta)
-          if adaptive.any():  # Validation guarantees an evaluation every round.
-            mu_state = adaptive_mu.update(mu_state, metrics['train/loss'], adaptive)
-            hp = sim.with_mu(mu_state.mu)
+          metrics = _evaluate_and_write(sim, server.params, r, stats, np.asarray(hp['mu']),
+                                        round_times, writers, labels, start, eta)
+          if rule and enabled.any():  # Validation guarantees an evaluation every round.
+            rule_state = rule.update(rule_state, metrics[rule.metric], enabled)
+            hp = sim.with_hp(rule.hyperparameters(rule_state))
         progress['wall_s'] = wall_before + time.perf_counter() - start
         if checkpoints and r > 0 and checkpoints.due(r, last=r == c.num_rounds):
           for writer in writers:
             writer.sync()  # The records the checkpoint follows are on disk first.
-          checkpoints.save(r, full_state(sim, server, mu_state), progress)
+          checkpoints.save(r, full_state(sim, server, rule_state), progress)
         done = r
       eta.lap()
   except KeyboardInterrupt:
@@ -253,7 +271,8 @@ def summarize(records: list[dict], progress: dict) -> dict:
   last = records[-1]
   summary = {'final/' + k: v for k, v in last.items()}
   tail = [r for r in records if r['round'] > last['round'] - 10 and r['round'] > 0]
-  for key in ('test/accuracy', 'local_test/accuracy', 'train/loss'):
+  for key in ('test/accuracy', 'local_test/accuracy', 'train/loss', 'local_test/accuracy_p10',
+              'local_test/accuracy_std'):
     if tail and key in tail[0]:
       summary[f'last10/{key}'] = float(np.mean([r[key] for r in tail]))
   times = progress['round_times']

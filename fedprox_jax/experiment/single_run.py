@@ -126,5 +126,6 @@ def _train(config: ml_collections.ConfigDict,
   logging.info(
       'Rounds done in %.1f s%s: %s', here, sessions,
       ', '.join(f'{k} {v:.4f}' for k, v in summary.items()
-                if k.startswith(('final/test', 'final/local_test', 'last10/'))))
+                if k.startswith(('final/test', 'final/local_test', 'last10/')) and
+                not k.startswith('final/local_test/accuracy_')))  # (Its spread: summary.json.)
   return writer.records

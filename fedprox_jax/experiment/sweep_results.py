@@ -4,10 +4,12 @@ and then its record.
 import csv
 import io
 
+from fedprox_jax import algorithms
 from fedprox_jax import config_fields
 from fedprox_jax.algorithms import server_optimizers
 
-# results.csv: the run's settings, then its record.
+# results.csv: the run's settings (these, then its algorithm's own hyperparameters under their
+# names), then its record.
 COLUMNS = {
     'algorithm': 'algorithm.name',
     'server_optimizer': 'server.optimizer',
@@ -17,6 +19,7 @@ COLUMNS = {
     'learning_rate': 'client.learning_rate',
     'weight_decay': 'client.weight_decay',
     'drop_stragglers': 'algorithm.drop_stragglers',
+    'weighting': 'algorithm.weighting',
     'server_learning_rate': 'server.learning_rate',
     'server_momentum': 'server.momentum',
     'server_b1': 'server.b1',
@@ -33,6 +36,8 @@ def rows_of(run, records: list[dict]) -> list[dict]:
   """The rows of a run (a grid.SweepRun): its name, arm, series and settings, then each record."""
   settings = {column: config_fields.get(run.config, f) for column, f in COLUMNS.items()}
   settings['server_learning_rate'] = server_learning_rate(run.config)
+  for h in algorithms.get(run.config.algorithm.name).hyperparameters:
+    settings[h.name] = run.config.algorithm[h.name]
   return [{'run': run.name, 'arm': run.arm, 'series': run.series, **settings, **r} for r in records]
 
 

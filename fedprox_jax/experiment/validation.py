@@ -9,6 +9,7 @@ from fedprox_jax import config_fields
 from fedprox_jax import tasks
 from fedprox_jax.algorithms import server_optimizers
 from fedprox_jax.config_fields import require
+from fedprox_jax.core import cohort
 from fedprox_jax.core.cohort import DRAWS_VERSION
 from fedprox_jax.engine import client_states
 from fedprox_jax.engine import cohort_rows
@@ -86,14 +87,33 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 def _validate_algorithm(c: ml_collections.ConfigDict) -> None:
   config_fields.one_of(c, 'algorithm.name', tuple(algorithms.ALGORITHMS))
+  algorithm = algorithms.get(c.algorithm.name)
   require(c.algorithm.mu >= 0, 'algorithm.mu', f'= {c.algorithm.mu} must be >= 0')
-  require(not c.algorithm.adaptive_mu or c.eval_every == 1, 'eval_every',
-          f'= {c.eval_every}: algorithm.adaptive_mu needs the training loss of every round (1)')
-  require(
-      not c.algorithm.adaptive_mu or not c.eval.full_every, 'eval.full_every',
-      f'= {c.eval.full_every}: algorithm.adaptive_mu compares each round\'s training loss with '
-      'the last, which full evaluations among sampled ones would make jump; set it to 0')
-  config_fields.one_of(c, 'algorithm.weighting', ('examples', 'batches'))
+  for name, h in algorithms.declarations().items():
+    require(
+        name in c.algorithm, f'algorithm.{name}',
+        'is missing: the config must hold every algorithm\'s own fields (build it on a '
+        'preset, or add algorithms.own_fields() to config.algorithm)')
+    value = c.algorithm[name]
+    require(
+        isinstance(value, type(h.default)) and h.valid(value), f'algorithm.{name}',
+        f'= {value!r} {h.requirement}')
+  rule = algorithm.round_rule
+  if rule and c.algorithm[rule.enabled_by]:
+    field = f'algorithm.{rule.enabled_by}'
+    require(c.eval_every == 1, 'eval_every',
+            f'= {c.eval_every}: {field} needs the {rule.metric} of every round (1)')
+    require(
+        not c.eval.full_every, 'eval.full_every',
+        f'= {c.eval.full_every}: {field} compares each round\'s {rule.metric} with the last, '
+        'which full evaluations among sampled ones would make jump; set it to 0')
+  if algorithm.needs_representation:
+    with_one = models.with_representation()
+    require(
+        c.model.name in with_one, 'model.name',
+        f'= {c.model.name!r} declares no representation, which {algorithm.name} contrasts: '
+        f'use a model that has one ({", ".join(with_one)})')
+  config_fields.one_of(c, 'algorithm.weighting', tuple(cohort.WEIGHTINGS))
   config_fields.one_of(c, 'server.optimizer', tuple(server_optimizers.OPTIMIZERS))
   s = c.server
   require(s.learning_rate >= 0, 'server.learning_rate',
@@ -105,30 +125,39 @@ def _validate_algorithm(c: ml_collections.ConfigDict) -> None:
 
 
 def unused_fields(c: ml_collections.ConfigDict) -> list[str]:
-  """Fields set away from their defaults that the run's algorithm or server optimizer ignores."""
+  """Fields set away from their defaults that the run's algorithm or server optimizer ignores:
+  the server optimizers' fields, the other algorithms' own hyperparameters, and the weighting
+  where the algorithm weighs clients by a rule of its own."""
   algorithm = algorithms.get(c.algorithm.name)
-  read = set(algorithm.own_fields) | {
-      f'server.{f}' for f in server_optimizers.OPTIMIZERS[c.server.optimizer]
-  }
+  read = {f'algorithm.{h.name}' for h in algorithm.hyperparameters}
+  read |= {f'server.{f}' for f in server_optimizers.OPTIMIZERS[c.server.optimizer]}
+  defaults = {**OPTIONAL_DEFAULTS, **optional_algorithm_fields()}
+  if algorithm.client_weights is not None:
+    defaults['algorithm.weighting'] = 'examples'
   return [
-      f for f, default in OPTIONAL_DEFAULTS.items()
-      if f not in read and config_fields.get(c, f) != default
+      f for f, default in defaults.items() if f not in read and config_fields.get(c, f) != default
   ]
+
+
+def optional_algorithm_fields() -> dict:
+  """config.algorithm's declared fields (algorithms' own hyperparameters) at their defaults."""
+  return {f'algorithm.{name}': default for name, default in algorithms.own_fields().items()}
 
 
 def warn_unused(c: ml_collections.ConfigDict, label: str = 'the run') -> None:
   """Warns about fields the run ignores, and settings that make it something else than it says."""
   for field in unused_fields(c):
-    logging.warning('config.%s = %r is not read by %s (algorithm %s, server optimizer %s)', field,
-                    config_fields.get(c, field), label, c.algorithm.name, c.server.optimizer)
-  if c.algorithm.name != 'fedprox' and (c.algorithm.mu > 0 or c.algorithm.adaptive_mu):
-    # Every algorithm's local solver adds the proximal term: mu = 1, the default config's
-    # FedProx value, kept after choosing another algorithm makes that algorithm + FedProx.
+    readers = algorithms.readers(field.split('.', 1)[1]) if field.startswith('algorithm.') else []
+    by = f'; only {", ".join(readers)} read it' if readers else ''
+    logging.warning('config.%s = %r is not read by %s (algorithm %s, server optimizer %s)%s', field,
+                    config_fields.get(c, field), label, c.algorithm.name, c.server.optimizer, by)
+  if c.algorithm.name != 'fedprox' and c.algorithm.mu > 0:
+    # The default local objective adds the proximal term: mu = 1, the default config's FedProx
+    # value, kept after choosing another algorithm makes that algorithm + FedProx.
     logging.warning(
-        "%s is %s with algorithm.mu = %s%s: its clients train FedProx's objective (the proximal "
-        'term); set algorithm.mu = 0 (and adaptive_mu = False) for plain %s, or start from its '
-        'preset, unless the combination is meant', label, c.algorithm.name, c.algorithm.mu,
-        ' (adaptive)' if c.algorithm.adaptive_mu else '', c.algorithm.name)
+        "%s is %s with algorithm.mu = %s: its clients train FedProx's objective (the proximal "
+        'term); set algorithm.mu = 0 for plain %s, or start from its preset, unless the '
+        'combination is meant', label, c.algorithm.name, c.algorithm.mu, c.algorithm.name)
   if c.algorithm.drop_stragglers and c.stragglers.fraction == 1:
     logging.warning(
         '%s drops stragglers and every sampled client is one (stragglers.fraction = '

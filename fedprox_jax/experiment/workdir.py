@@ -17,6 +17,7 @@ import shutil
 
 import ml_collections
 
+from fedprox_jax import algorithms
 from fedprox_jax.config_fields import flatten
 from fedprox_jax.errors import ConfigError
 
@@ -38,6 +39,20 @@ ADDED_FIELDS = {
     'eval.full_every': 0,
     'draws_version': 1,  # Runs begun before the field drew cohorts with jax.random.choice.
 }
+# Algorithms' own hyperparameters that every release's configs have held.
+_ALWAYS_HELD = ('algorithm.adaptive_mu',)
+
+
+def added_fields() -> dict:
+  """ADDED_FIELDS, then every algorithm's own hyperparameter (declared in its file) at its
+  default, in a fixed order: a field an algorithm declares is one added since earlier releases,
+  whose runs it leaves as they were at that value."""
+  declared = {
+      f'algorithm.{name}': default
+      for name, default in sorted(algorithms.own_fields().items())
+      if f'algorithm.{name}' not in _ALWAYS_HELD
+  }
+  return {**ADDED_FIELDS, **declared}
 
 
 class WorkdirBusy(ConfigError):
@@ -158,7 +173,7 @@ def resumable(field: str) -> bool:
 def config_differences(old: dict, new: dict) -> list[str]:
   """'field: old -> new' for each field that differs and may not change on resumption."""
   old, new = flatten(old), flatten(new)
-  old = {**{k: v for k, v in ADDED_FIELDS.items() if k not in old and k in new}, **old}
+  old = {**{k: v for k, v in added_fields().items() if k not in old and k in new}, **old}
   return [
       f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in sorted(old.keys() | new.keys())
       if old.get(k) != new.get(k) and not resumable(k)

@@ -95,6 +95,9 @@ class LSTM(nn.Module):
   layers: int = 2
   embedding: int = 8
   input_dtype = jnp.int32
+  representation = "the last layer's hidden state at the last position"
+  eval_chunk = 512
+  eval_activation_floats = 0  # The evaluation keeps one position's state (model_cost counts it).
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -106,4 +109,5 @@ class LSTM(nn.Module):
       w_h = self.param(f'lstm_{layer}_w_h', _recurrent_init, (self.hidden, 4 * self.hidden))
       b = self.param(f'lstm_{layer}_b', nn.initializers.zeros, (4 * self.hidden,))
       h = lstm_layer(w_in, w_h, b, h)
+    self.sow('intermediates', 'representation', h[-1])
     return nn.Dense(self.num_classes)(h[-1])

@@ -1,0 +1,74 @@
+"""The package's packed, vectorized rounds of any algorithm on the small hand-made cohorts of
+tests/reference_runs.py (stragglers with partial work, a dropped client, an idle one, partial
+batches): what the algorithms' tests hold against their sequential references."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedprox_jax import algorithms
+from fedprox_jax.core import cohort as cohort_lib
+from fedprox_jax.core import packing
+from fedprox_jax.engine import round_program
+from fedprox_jax.engine import server as server_lib
+from tests.reference_runs import BATCH
+from tests.reference_runs import round_cohort
+
+
+def full_hp(settings: dict) -> dict:
+  """The round program's hp of the reference's settings ({name: [R]}): the common fields the
+  references do not read at values that change nothing (no straggler draw: cohorts are given)."""
+  runs = len(settings['learning_rate'])
+  fixed = dict(straggler_fraction=0.0,
+               fixed_straggler_count=False,
+               drop_stragglers=False,
+               server_momentum=0.9,
+               server_b1=0.9,
+               server_b2=0.99,
+               server_eps=1e-3)
+  hp = {k: np.full(runs, v) for k, v in fixed.items()}
+  hp.update({k: np.asarray(v) for k, v in settings.items() if k not in ('b1', 'b2', 'eps')})
+  dtype = lambda a: (bool if a.dtype == bool else np.int32
+                     if np.issubdtype(a.dtype, np.integer) else np.float32)
+  return {k: jnp.asarray(a, dtype(a)) for k, a in hp.items()}
+
+
+def packed_rounds(name: str,
+                  apply_fn,
+                  params,
+                  settings: dict,
+                  data,
+                  rounds: int = 3,
+                  num_lanes: int = 3,
+                  cohorts=None):
+  """`rounds` packed rounds of algorithm `name` (server SGD) from `params` [R, ...]; returns the
+  server state and every client's state [R, N, ...] (None without client state)."""
+  algorithm = algorithms.get(name)
+  hp = full_hp(settings)
+  x, y, offsets, sizes = data
+  train = jax.jit(
+      round_program.make_train_cohort(algorithm,
+                                      'sgd',
+                                      apply_fn,
+                                      batch_size=BATCH,
+                                      num_lanes=num_lanes,
+                                      max_epochs=3))
+  client_data = packing.ClientData(*map(jnp.asarray, (x, y, offsets, sizes)))
+  server = server_lib.init(algorithm, 'sgd', jax.tree.map(jnp.asarray, params), hp)
+  runs = len(settings['learning_rate'])
+  store = None
+  if algorithm.init_client_state is not None:
+    one = jax.eval_shape(algorithm.init_client_state, jax.tree.map(lambda a: a[0], params))
+    store = jax.tree.map(lambda a: np.zeros((runs, len(sizes), *a.shape), a.dtype), one)
+  population = round_program.population_weight(sizes, BATCH, np.asarray(hp['weighting']))
+  for t in range(rounds):
+    given = cohorts[t] if cohorts else round_cohort(t, sizes)
+    cohort = cohort_lib.Cohort(*(jnp.asarray(f) for f in given))
+    clients = np.asarray(cohort.clients)
+    gathered = None if store is None else jax.tree.map(
+        lambda a: np.stack([a[r, clients[r]] for r in range(runs)]), store)
+    server, new_states, stats = train(server, hp, cohort, gathered, client_data, population)
+    assert np.asarray(stats['finite']).all()
+    if store is not None:
+      for r in range(runs):
+        jax.tree.map(lambda a, b: a[r].__setitem__(clients[r], np.asarray(b)[r]), store, new_states)
+  return server, store
