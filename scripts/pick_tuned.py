@@ -23,6 +23,12 @@ from fedprox_jax.experiment import sweep_results
 COLUMN = {field: column for column, field in sweep_results.COLUMNS.items()}
 
 
+def column(field: str) -> str:
+  """results.csv's column of a tuned field: a setting's, or an algorithm's own hyperparameter's
+  (named after it)."""
+  return COLUMN.get(field, field.removeprefix('algorithm.'))
+
+
 def scores(rows: list[dict], metric: str) -> dict[str, dict[float, float]]:
   """arm -> {tuned value: score}."""
   by_run = collections.defaultdict(list)
@@ -31,7 +37,7 @@ def scores(rows: list[dict], metric: str) -> dict[str, dict[float, float]]:
   values = collections.defaultdict(lambda: collections.defaultdict(list))
   for runs_rows in by_run.values():
     arm = runs_rows[0]['arm']
-    value = float(f'{float(runs_rows[0][COLUMN[comparison.ARMS[arm][1]]]):.6g}')  # float32 mu.
+    value = float(f'{float(runs_rows[0][column(comparison.ARMS[arm][1])]):.6g}')  # float32 mu.
     final = max(int(r['round']) for r in runs_rows)
     values[arm][value].append(
         np.mean([float(r[metric]) for r in runs_rows if int(r['round']) > final - 10]))

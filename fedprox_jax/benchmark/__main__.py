@@ -107,7 +107,8 @@ def main(argv):
     return
   results = {}
   only = (settings.ONLY_COHORTS.value or settings.ONLY_LSTM.value or
-          settings.ONLY_PROCESSES.value or settings.ONLY_POPULATIONS.value)
+          settings.ONLY_PROCESSES.value or settings.ONLY_POPULATIONS.value or
+          settings.ONLY_ALGORITHMS.value)
   if not only:
     # Each full run twice: with an empty compilation cache, then with the one it filled; that
     # pair `repeats` times, each in a fresh cache, for the spread of the machine's noise.
@@ -121,7 +122,9 @@ def main(argv):
             results[name]['repeats'].append(_timed_child(f'{kind}:full', cache))
       for name in (f'{kind}:full', f'{kind}:full:warm'):
         results[name].update(_spread(results[name]['repeats']))
-  names = [] if only else ['single:compare', 'sweep:compare', 'algorithms:rounds']
+  names = [] if only else ['single:compare', 'sweep:compare']
+  if not only or settings.ONLY_ALGORITHMS.value:
+    names.append('algorithms:rounds')
   names += [f'cnn:{int(k)}' for k in settings.COHORTS.value]
   if (settings.LSTM.value and not only) or settings.ONLY_LSTM.value:
     names += ['lstm:task', 'lstm:paper']
@@ -132,6 +135,7 @@ def main(argv):
       results[name] = _timed_child(name, cache)
   if not only:
     report.print_table(results)
+  if 'algorithms:rounds' in results:
     report.print_algorithms(results['algorithms:rounds'])
   report.print_cohorts(results)
   if 'lstm:task' in results:

@@ -10,6 +10,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from fedprox_jax import algorithms as algorithm_registry
+from fedprox_jax import config_fields
 from fedprox_jax import tasks
 from fedprox_jax.engine import devices
 from fedprox_jax.engine import reference
@@ -18,24 +20,38 @@ from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.experiment import grid
 from fedprox_jax.experiment import rounds
 from fedprox_jax.experiment.writers import RunWriter
+from fedprox_jax.tasks import models
 
-# The algorithms timed against FedProx: (label, config changes).
-ALGORITHMS = [('fedprox', {}), ('fedavg', {
-    'algorithm.name': 'fedavg',
-    'algorithm.mu': 0.0
-}), ('fednova', {
-    'algorithm.name': 'fednova'
-}), ('scaffold', {
-    'algorithm.name': 'scaffold'
-}), ('fedavgm', {
-    'server.optimizer': 'momentum'
-}), ('fedadam', {
-    'server.optimizer': 'adam'
-}), ('fedyogi', {
-    'server.optimizer': 'yogi'
-}), ('fedadagrad', {
-    'server.optimizer': 'adagrad'
-})]
+# The server optimizers timed with FedAvg's local training: (label, optimizer).
+SERVER_OPTIMIZERS = (('fedavgm', 'momentum'), ('fedadam', 'adam'), ('fedyogi', 'yogi'),
+                     ('fedadagrad', 'adagrad'))
+# Algorithms that contrast the model's representations run on the default task with the first
+# model that has one, timed against FedAvg on it: the CNN, on 100 clients (1000 clients' previous
+# models, 6.2 GiB, pass the memory check of a 24 GiB machine's), one local epoch (its rounds are
+# seconds long on a CPU).
+REPRESENTATION_CHANGES = {'data.num_clients': 100, 'client.local_epochs': 1}
+REPRESENTATION_ROUNDS = 10
+
+
+def algorithm_rows() -> tuple[list, list]:
+  """(label, config changes) of what is timed against FedProx on the default model (every
+  registered algorithm, at mu = 0 as their presets, then the server optimizers) and of what is
+  timed against FedAvg on a model with a representation (the algorithms that need one)."""
+  default, represented = [('fedprox', {})], [('fedavg', {'algorithm.mu': 0.0})]
+  for name, algorithm in algorithm_registry.ALGORITHMS.items():
+    if name != 'fedprox':
+      rows = represented if algorithm.needs_representation else default
+      rows.append((name, {'algorithm.name': name, 'algorithm.mu': 0.0}))
+  represented[0][1]['algorithm.name'] = 'fedavg'
+  default += [(label, {
+      'server.optimizer': opt,
+      'algorithm.mu': 0.0
+  }) for label, opt in SERVER_OPTIMIZERS]
+  model = {'model.name': models.with_representation()[0], **REPRESENTATION_CHANGES}
+  return default, ([(label, {
+      **model,
+      **changes
+  }) for label, changes in represented] if len(represented) > 1 else [])
 
 
 def peak_rss_mb() -> float:
@@ -130,16 +146,18 @@ def side_by_side(base, runs, num_rounds: int, data=None, sim=None) -> dict:
               max_abs_difference=max(diffs))
 
 
-def algorithms(base, num_rounds: int) -> dict:
-  """Training rounds of every algorithm on the default task, interleaved round by round so that
-  the machine's noise falls on all of them alike; medians and ratios to FedProx."""
-  devices.configure(base)
-  data = tasks.load(base.data)
-  sims, servers = {}, {}
-  for label, changes in ALGORITHMS:
+def _interleaved(base, rows: list, num_rounds: int, reference: str) -> dict:
+  """Training rounds of each (label, changes) row, interleaved round by round so that the
+  machine's noise falls on all of them alike; medians and ratios to `reference`'s."""
+  sims, servers, data = {}, {}, {}
+  for label, changes in rows:
     config = ml_collections.ConfigDict(base.to_dict())
     config.update_from_flattened_dict(changes)
-    sims[label] = Simulation(config, data, [run_settings.from_config(config)])
+    key = config_fields.flatten(config.data.to_dict()).items()
+    data_key = tuple(sorted((k, str(v)) for k, v in key))
+    if data_key not in data:
+      data[data_key] = tasks.load(config.data)
+    sims[label] = Simulation(config, data[data_key], [run_settings.from_config(config)])
     servers[label] = jax.block_until_ready(sims[label].run_round(sims[label].initial_server, 1))[0]
   times = {label: [] for label in sims}
   for r in range(2, num_rounds + 2):
@@ -149,13 +167,30 @@ def algorithms(base, num_rounds: int) -> dict:
       times[label].append(time.perf_counter() - tick)
   medians = {label: float(np.median(t)) for label, t in times.items()}
   return dict(rounds=num_rounds,
+              reference=reference,
               round_s_median=medians,
               round_s_min_max={
                   k: (float(min(t)), float(max(t))) for k, t in times.items()
               },
-              ratio_to_fedprox={
-                  k: v / medians['fedprox'] for k, v in medians.items()
+              ratio={
+                  k: v / medians[reference] for k, v in medians.items()
               })
+
+
+def algorithms(base, num_rounds: int) -> dict:
+  """Training rounds of every algorithm on the default task against FedProx's, and of those that
+  need a model's representation on the CNN against FedAvg's there."""
+  devices.configure(base)
+  default, represented = algorithm_rows()
+  out = {'default': _interleaved(base, default, num_rounds, 'fedprox')}
+  if represented:
+    out['representation'] = _interleaved(base, represented, min(num_rounds, REPRESENTATION_ROUNDS),
+                                         'fedavg')
+    out['representation']['changes'] = {
+        'model.name': represented[0][1]['model.name'],
+        **REPRESENTATION_CHANGES
+    }
+  return out
 
 
 def cnn_cohort(base, clients_per_round: int, num_rounds: int) -> dict:

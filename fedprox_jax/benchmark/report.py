@@ -51,11 +51,19 @@ def cell(result: dict, key: str, fmt: str) -> str:
 
 
 def print_algorithms(a: dict) -> None:
-  print(f'algorithms on the default task, training round, median of {a["rounds"]} (interleaved):')
-  for label, median in a['round_s_median'].items():
-    low, high = a['round_s_min_max'][label]
-    print(f'  {label:12s}{median * 1e3:8.2f} ms  (min {low * 1e3:.2f}, max {high * 1e3:.2f})  '
-          f'{a["ratio_to_fedprox"][label]:.2f}x FedProx')
+  for group, title in (('default', 'algorithms on the default task'),
+                       ('representation', 'algorithms that contrast representations')):
+    if group not in a:
+      continue
+    g = a[group]
+    where = ''
+    if 'changes' in g:
+      where = ' (' + ', '.join(f'{k}={v}' for k, v in g['changes'].items()) + ')'
+    print(f'{title}{where}, training round, median of {g["rounds"]} (interleaved):')
+    for label, median in g['round_s_median'].items():
+      low, high = g['round_s_min_max'][label]
+      print(f'  {label:12s}{median * 1e3:8.2f} ms  (min {low * 1e3:.2f}, max {high * 1e3:.2f})  '
+            f'{g["ratio"][label]:.2f}x {g["reference"]}')
 
 
 def print_cohorts(results: dict) -> None:

@@ -16,6 +16,8 @@ SWEEP = flags.DEFINE_string('sweep', 'configs/sweeps/mnist_figure.py', 'Sweep co
 COHORTS = flags.DEFINE_list('cohorts', [], 'Clients per round at which to time the CNN.')
 COHORT_ROUNDS = flags.DEFINE_integer('cohort_rounds', 5, 'Training rounds timed per cohort size.')
 ONLY_COHORTS = flags.DEFINE_bool('only_cohorts', False, 'Time only the CNN cohorts.')
+ONLY_ALGORITHMS = flags.DEFINE_bool('only_algorithms', False,
+                                    "Time only every algorithm's training round.")
 LSTM = flags.DEFINE_bool('lstm', True, 'Time the Shakespeare task (reads its texts).')
 ONLY_LSTM = flags.DEFINE_bool('only_lstm', False, 'Time only the Shakespeare task.')
 LSTM_ROUNDS = flags.DEFINE_integer('lstm_rounds', 5, 'Training rounds of the LSTM timed.')
