@@ -3,7 +3,9 @@ each method's own tuning grid, and how the sweeps are built from them.
 
 Every method runs with the base config's local solver (SGD, its learning rate, batch size and
 epochs); the ones other than FedProx take mu = 0. Each is tuned over 4 values of one of its own
-hyperparameters (the same budget for every method), on seeds disjoint from the reported ones.
+hyperparameters (the same budget for every method), on seeds disjoint from the reported ones. q-FFL
+runs at q = 1 (the q-FFL paper's value on its synthetic data), tuned over its learning rate, which
+also sets its L = 1 / lr.
 """
 import ml_collections
 
@@ -31,6 +33,13 @@ ARMS = {
         'algorithm': {
             'name': 'scaffold',
             'mu': 0.0
+        }
+    }, 'client.learning_rate'),
+    'qffl': ({
+        'algorithm': {
+            'name': 'qffl',
+            'mu': 0.0,
+            'q': 1.0
         }
     }, 'client.learning_rate'),
     'fedavgm': ({
