@@ -42,6 +42,12 @@ ARMS = {
             'q': 1.0
         }
     }, 'client.learning_rate'),
+    'feddyn': ({
+        'algorithm': {
+            'name': 'feddyn',
+            'mu': 0.0
+        }
+    }, 'algorithm.alpha'),
     'fedavgm': ({
         'algorithm': {
             'mu': 0.0
