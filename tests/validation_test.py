@@ -158,8 +158,8 @@ def test_a_broken_config_file_is_named_with_its_line(tmp_path, name, message):
     ('--config.foo=3', '--config has no field foo; the fields of the top level are '
      'algorithm, checkpoint_every'),
     ('--config.algorithm.zzzzz=3', '--config has no field algorithm.zzzzz; the fields of '
-     'algorithm are adaptive_mu, alpha, drop_stragglers, mu, name, q, qffl_lipschitz, '
-     'weighting'),
+     'algorithm are adaptive_mu, alpha, drop_stragglers, moon_mu, moon_temperature, mu, name, '
+     'q, qffl_lipschitz, weighting'),
     ('--config.algorithm.muu=3', '--config has no field algorithm.muu: did you mean algorithm.mu?'),
 ])
 @pytest.mark.slow
