@@ -13,6 +13,7 @@ import pytest
 from fedprox_jax import algorithms
 from fedprox_jax import experiment
 from fedprox_jax.algorithms import base
+from fedprox_jax.engine import client_states
 from fedprox_jax.errors import ConfigError
 from fedprox_jax.experiment import chunks
 from fedprox_jax.experiment import grid
@@ -124,3 +125,32 @@ def test_a_workdir_made_before_it_existed_resumes(toy):
   c.algorithm.toy_scale = 2.0
   assert workdir.config_differences(old, c.to_dict()) == ['algorithm.toy_scale: 1.0 -> 2.0']
   assert workdir.added_fields()['algorithm.toy_scale'] == 1.0
+
+
+@pytest.mark.parametrize('declared, problem', [
+    (base.Hyperparameter('mu', 0.0, lambda v: True, '', ''), "'mu' would take the place"),
+    (base.Hyperparameter('seed', 0, lambda v: True, '', ''), "'seed' would take the place"),
+    (base.Hyperparameter('toy_mode', 'a', lambda v: True, '', ''), 'declare it per_run=False'),
+])
+def test_a_hyperparameter_that_would_clash_or_cannot_be_traced_is_refused(declared, problem):
+  with algorithms.registered(TOY._replace(name='clash', hyperparameters=(declared,))):
+    with pytest.raises(TypeError, match=f'algorithm clash: its hyperparameter .*{problem}'):
+      validation.check_declarations()
+
+
+def test_client_states_start_from_what_init_client_state_gives():
+  """Not zeros alone: an algorithm whose clients start from, say, the initial model gets that."""
+  from_model = TOY._replace(name='toy_state', init_client_state=lambda params: params)
+  params = {'w': np.arange(6, dtype=np.float32).reshape(2, 3)}  # Two runs.
+  store = client_states.ClientStates(from_model, params, num_clients=4, replicated=None)
+  np.testing.assert_array_equal(store.get()['w'], np.repeat(params['w'][:, None], 4, 1))
+
+
+def test_a_paper_server_step_under_another_server_optimizer_is_called_a_variant(caplog):
+  c = small_config(**{'algorithm.name': 'feddyn', 'algorithm.mu': 0.0})
+  validation.warn_unused(c)
+  assert 'variant' not in caplog.text
+  c.server.optimizer = 'momentum'
+  validation.warn_unused(c)
+  assert 'the run is feddyn with server optimizer momentum at rate 0.03: its paper applies its ' \
+      'server step as it is (sgd at rate 1), so this is a variant of it' in caplog.text

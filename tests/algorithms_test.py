@@ -12,6 +12,10 @@ from fedprox_jax.algorithms import server_optimizers
 from fedprox_jax.engine import client_states
 from fedprox_jax.engine import reference
 from fedprox_jax.engine.simulation import Simulation
+from fedprox_jax.errors import ConfigError
+from fedprox_jax.experiment import rounds
+from fedprox_jax.experiment import validation
+from fedprox_jax.experiment.checkpoints import Restored
 from tests.conftest import settings
 from tests.conftest import tiny_config
 from tests.conftest import tiny_data
@@ -177,3 +181,33 @@ def test_adaptive_mu_moves_fedprox_and_is_not_applied_where_it_is_not_read():
   nova_adaptive = records(**nova, **{'algorithm.adaptive_mu': True})
   assert nova_adaptive == records(**nova)
   assert {r['mu'] for r in nova_adaptive} == {0.5}
+
+
+def test_a_checkpoint_that_adapted_mu_for_another_algorithm_resumes_only_if_mu_never_moved():
+  """Earlier releases kept an adaptive-mu state in every checkpoint: for FedNova (which no longer
+  reads adaptive_mu) it is dropped for a run that did not ask for adaptive mu (its mu never moved),
+  and refused otherwise (resuming without it would change the run)."""
+  like = {'server': {'params': np.zeros(3, np.float32)}}
+  mu = np.array([0.5], np.float32)
+  state = {
+      'server.params': np.ones(3, np.float32),
+      'adaptive.mu': mu,
+      'adaptive.last_loss': np.array([1.0], np.float32),
+      'adaptive.falling': np.array([2], np.int32)
+  }
+  restored = rounds._restored_state(Restored(12, state, {}), like, mu)
+  np.testing.assert_array_equal(restored['server']['params'], np.ones(3))
+  moved = Restored(12, {**state, 'adaptive.mu': np.array([0.6], np.float32)}, {})
+  refused = 'the checkpoint of round 12 was made by a release that adapted mu for this algorithm'
+  with pytest.raises(ConfigError, match=refused):
+    rounds._restored_state(moved, like, mu)
+  # A run that asked for adaptive mu is refused even where its mu has not moved (yet).
+  with pytest.raises(ConfigError, match=refused):
+    rounds._restored_state(Restored(12, state, {}), like, mu, adapted=True)
+
+
+def test_an_algorithms_own_field_out_of_its_range_is_refused():
+  c = tiny_config(**{'algorithm.name': 'feddyn', 'algorithm.alpha': -1.0})
+  with pytest.raises(ConfigError) as refused:
+    validation.validate(c)
+  assert str(refused.value) == 'config.algorithm.alpha = -1.0 must be > 0'

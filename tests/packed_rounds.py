@@ -56,9 +56,9 @@ def packed_rounds(name: str,
   server = server_lib.init(algorithm, 'sgd', jax.tree.map(jnp.asarray, params), hp)
   runs = len(settings['learning_rate'])
   store = None
-  if algorithm.init_client_state is not None:
-    one = jax.eval_shape(algorithm.init_client_state, jax.tree.map(lambda a: a[0], params))
-    store = jax.tree.map(lambda a: np.zeros((runs, len(sizes), *a.shape), a.dtype), one)
+  if algorithm.init_client_state is not None:  # Each run's clients from its initial model.
+    first = jax.vmap(algorithm.init_client_state)(jax.tree.map(jnp.asarray, params))
+    store = jax.tree.map(lambda a: np.repeat(np.asarray(a)[:, None], len(sizes), 1), first)
   population = round_program.population_weight(sizes, BATCH, np.asarray(hp['weighting']))
   for t in range(rounds):
     given = cohorts[t] if cohorts else round_cohort(t, sizes)

@@ -175,3 +175,16 @@ def test_q_zero_runs_are_fedavg_under_the_same_uniform_weights():
     for key in a:
       np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
   assert qffl_records != run(**{'algorithm.name': 'qffl', 'algorithm.q': 1.0})
+
+
+def test_a_client_with_zero_loss_keeps_the_step_finite():
+  """Float32 cross-entropy can be exactly 0: F^(q-1) at 0 < q < 1 would make h infinite (the
+  round's Delta then 0, or NaN for an idle client); F + 1e-10, as the authors' code, keeps it
+  finite."""
+  from fedprox_jax.algorithms import qffl as packed  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.algorithms.base import ClientResult  # pylint: disable=g-import-not-at-top
+  for delta in (0.0, 0.1):
+    result = ClientResult({'w': jax.numpy.full(3, delta)}, jax.numpy.int32(1), 0.1, 0.0, 0.0, None,
+                          {'loss': jax.numpy.float32(0.0)})
+    upload, _ = packed.upload(result, (), None, {'q': 0.5, 'qffl_lipschitz': 0.0})
+    assert np.isfinite(upload['h']) and np.all(np.isfinite(upload['delta']['w']))

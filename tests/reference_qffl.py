@@ -40,7 +40,9 @@ def full_loss(apply_jit, w_tree, data, client: protocol.Client) -> float:
 
 
 def client_terms(loss: float, dw: list, q: float, lip: float) -> tuple[list, float]:
-  """Delta_k = F^q dw and h_k = q F^(q-1) ||dw||^2 + L F^q (its first term 0 when q == 0)."""
+  """Delta_k = F^q dw and h_k = q F^(q-1) ||dw||^2 + L F^q (its first term 0 when q == 0), with
+  F = loss + 1e-10 as the authors' code (litian96/fair_flearn) takes it."""
+  loss = loss + 1e-10
   scale = loss**q
   curvature = q * loss**(q - 1.0) * sum(np.sum(d * d) for d in dw) if q != 0.0 else 0.0
   return [scale * d for d in dw], curvature + lip * scale

@@ -6,8 +6,9 @@ vmapped lanes), never as per-client Python. With w a run's global parameters and
 parameters after its tau_i local steps:
 
 - init_state(params, hp): the algorithm's server state (SCAFFOLD: c); () for none.
-- init_client_state(params): one client's persistent state (SCAFFOLD: c_i), or None when the
-  algorithm keeps none (then no client state exists at all).
+- init_client_state(params): one client's persistent state before its first round, from its
+  run's initial model (SCAFFOLD: c_i = 0), or None when the algorithm keeps none (then no client
+  state exists at all).
 - local_loss(model, params, batch, context): a client's objective on one mini-batch; None is the
   default, mean cross-entropy + mu/2 ||y - w||^2 (core/client.py, whose parts an algorithm's own
   loss may reuse). `model(params, x)` gives core.model.Outputs (logits, and the representation of
@@ -121,6 +122,9 @@ class Algorithm(NamedTuple):
   round_rule: RoundRule | None = None
   # Whether local_loss reads the model's representation (refused on models without one).
   needs_representation: bool = False
+  # Whether its paper applies Delta_t as it is (server.optimizer sgd at rate 1): another server
+  # optimizer or rate runs a variant of it, which the run is warned about.
+  paper_server_step: bool = False
 
   def structure(self) -> tuple:
     """What makes a program: algorithms with the same functions share one."""

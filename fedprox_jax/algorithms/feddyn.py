@@ -55,6 +55,7 @@ ALGORITHM = base.Algorithm(
     server_delta=server_delta,
     init_client_state=init_client_state,
     local_loss=local_loss,
+    paper_server_step=True,
     hyperparameters=(base.Hyperparameter(
         'alpha', 0.01, lambda v: v > 0, 'must be > 0',
         "FedDyn's regulariser: the weight of each client's dynamic proximal and linear terms"),))

@@ -3,7 +3,8 @@ Learning", Algorithm 2, q-FedAvg): clients with a higher loss weigh more, by the
 
 Before its steps, client k computes F_k = F_k(w), its mean loss at the global model over its local
 training data (before_steps). After them, with y_k its parameters and L the Lipschitz constant of
-the gradients (1 / the local learning rate unless algorithm.qffl_lipschitz > 0):
+the gradients (1 / the local learning rate unless algorithm.qffl_lipschitz > 0), and F_k taken as
+F_k + 1e-10 as in the authors' code:
 dw_k = L (w - y_k), Delta_k = F_k^q dw_k, h_k = q F_k^(q-1) ||dw_k||^2 + L F_k^q, and
 w <- w - sum Delta_k / sum h_k. q = 0 is FedAvg's weighted mean.
 
@@ -18,6 +19,8 @@ import jax.numpy as jnp
 from fedprox_jax.algorithms import base
 from fedprox_jax.core import client
 
+LOSS_FLOOR = 1e-10
+
 
 def before_steps(model, params, batch: base.Batch, context: base.LocalContext):
   """The batch's summed cross-entropy at the global model: the mean over the client's examples is
@@ -29,7 +32,9 @@ def before_steps(model, params, batch: base.Batch, context: base.LocalContext):
 
 def upload(result: base.ClientResult, state, client_state, hp):
   del state
-  loss, q = result.before['loss'], hp['q']
+  # F_k + 1e-10, as the authors' code takes it: a client whose loss is exactly 0 (float32
+  # cross-entropy can be) would otherwise make h_k infinite for 0 < q < 1.
+  loss, q = result.before['loss'] + LOSS_FLOOR, hp['q']
   lipschitz = jnp.where(hp['qffl_lipschitz'] > 0, hp['qffl_lipschitz'], 1.0 / result.learning_rate)
   dw = jax.tree.map(lambda d: -lipschitz * d, result.delta)  # L (w - y_k)
   squared = sum(jnp.sum(jnp.square(d)) for d in jax.tree.leaves(dw))
@@ -54,6 +59,7 @@ ALGORITHM = base.Algorithm(name='qffl',
                            upload=upload,
                            server_delta=server_delta,
                            before_steps=before_steps,
+                           paper_server_step=True,
                            hyperparameters=(
                                base.Hyperparameter(
                                    'q', 1.0, lambda v: v >= 0, 'must be >= 0',

@@ -16,7 +16,7 @@ class Cohort(NamedTuple):
   """The sampled clients of R runs, K each; epochs 0 means no work, weight 0 not aggregated."""
   clients: jax.Array  # [R, K] int32
   epochs: jax.Array  # [R, K] int32
-  weights: jax.Array  # [R, K] float32: training examples or batches; 0 when dropped
+  weights: jax.Array  # [R, K] float32: examples, batches, 1 or the algorithm's own; 0 dropped
   keys: jax.Array  # [R, K, 2] uint32, each client's key for this round
   stragglers: jax.Array  # [R, K] bool
 

@@ -57,8 +57,13 @@ class ClientStates:
     self._replicated = replicated
     self._device = jax.local_devices()[0]
     self.on_device = needed <= device_budget(self._device)
-    initial = jax.tree.map(lambda a: np.zeros((num_runs, num_clients, *a.shape), a.dtype),
-                           jax.eval_shape(algorithm.init_client_state, one_run))
+    # Every client of run r starts from init_client_state of run r's initial model; zeros (most
+    # algorithms') are made lazily, so pages no client has used yet take no memory.
+    first = jax.tree.map(np.asarray, jax.vmap(algorithm.init_client_state)(params))
+    every = lambda a: (a.shape[0], num_clients, *a.shape[1:])
+    initial = jax.tree.map(
+        lambda a: np.zeros(every(a), a.dtype)
+        if not a.any() else np.ascontiguousarray(np.broadcast_to(a[:, None], every(a))), first)
     self.set(initial)
     self._gather = jax.jit(
         jax.vmap(lambda store, clients: jax.tree.map(lambda a: a[clients], store)))

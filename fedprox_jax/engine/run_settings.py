@@ -56,10 +56,9 @@ def structure(config: ml_collections.ConfigDict) -> tuple:
           tuple(sorted(_own(config, per_run=False).items())))
 
 
-def hyperparameter_fields(config: ml_collections.ConfigDict) -> dict[str, str]:
-  """Config field -> hyperparameter key of the traced values of a run of this config."""
-  own = {f'algorithm.{name}': name for name in _own(config, per_run=True)}
-  return {**COMMON_HYPERPARAMETERS, **own}
+def taken_keys() -> set[str]:
+  """The hp keys every run has: an algorithm's own hyperparameter may not take one."""
+  return set(COMMON_HYPERPARAMETERS.values()) | set(_FLAGS) | set(_CODES)
 
 
 def from_config(config: ml_collections.ConfigDict) -> RunSettings:

@@ -106,14 +106,14 @@ def _template(sim: Simulation) -> dict:
   return jax.tree.map(np.asarray, full_state(sim, sim.initial_server, _initial_rule_state(sim)))
 
 
-def _restored_state(restored: Restored, like: dict, mu: np.ndarray):
+def _restored_state(restored: Restored, like: dict, mu: np.ndarray, adapted: bool = False):
   """The checkpoint's state in the structure of `like` (None unless names and shapes match);
-  `mu` is the runs' configured mu."""
+  `mu` is the runs' configured mu, `adapted` whether their configs set algorithm.adaptive_mu."""
   named = _from_legacy(restored.state, like) if restored.legacy else restored.state
   if 'adaptive' not in like and 'adaptive.mu' in named:
-    # Made by a release that kept an adaptive mu for every algorithm: harmless where it never
-    # moved; otherwise resuming without it would change the run.
-    if not np.array_equal(named['adaptive.mu'], mu):
+    # Made by a release that kept an adaptive mu for every algorithm: harmless for a run that did
+    # not ask for it (its mu never moved); otherwise resuming without it would change the run.
+    if adapted or not np.array_equal(named['adaptive.mu'], mu):
       raise ConfigError(
           f'the checkpoint of round {restored.round} was made by a release that adapted mu for '
           'this algorithm, which this release does only for FedProx and FedAvg: resume it with '
@@ -122,9 +122,14 @@ def _restored_state(restored: Restored, like: dict, mu: np.ndarray):
   return unflat_state(named, like)
 
 
+def _asked_to_adapt(sim: Simulation) -> bool:
+  """Whether the runs' configs set algorithm.adaptive_mu (whatever their algorithm reads)."""
+  return bool(sim.config.algorithm.get('adaptive_mu', False))
+
+
 def _restore(sim: Simulation, restored: Restored, like: dict):
   """The checkpoint's server state on the simulation's devices, and its round rule's state."""
-  state = _restored_state(restored, like, np.asarray(sim.hp['mu']))
+  state = _restored_state(restored, like, np.asarray(sim.hp['mu']), _asked_to_adapt(sim))
   if state is None:
     raise ConfigError(
         f'the checkpoint of round {restored.round} holds a state of other names or shapes than '
@@ -146,7 +151,7 @@ def share_restored(sim: Simulation, restored: Restored | None,
     return restored
   like = _template(sim)
   if processes.is_leader():
-    state = _restored_state(restored, like, np.asarray(sim.hp['mu']))
+    state = _restored_state(restored, like, np.asarray(sim.hp['mu']), _asked_to_adapt(sim))
     processes.share(like if state is None else state)  # _restore then names the mismatch.
     return restored
   state = processes.share(like)

@@ -15,6 +15,8 @@ from fedprox_jax.engine import client_states
 from fedprox_jax.engine import cohort_rows
 from fedprox_jax.engine import model_cost
 from fedprox_jax.engine import resources
+from fedprox_jax.engine import run_settings
+from fedprox_jax.experiment import sweep_results
 from fedprox_jax.tasks import models
 
 # Values of the fields that only some algorithms or server optimizers read: set elsewhere than
@@ -89,15 +91,19 @@ def _validate_algorithm(c: ml_collections.ConfigDict) -> None:
   config_fields.one_of(c, 'algorithm.name', tuple(algorithms.ALGORITHMS))
   algorithm = algorithms.get(c.algorithm.name)
   require(c.algorithm.mu >= 0, 'algorithm.mu', f'= {c.algorithm.mu} must be >= 0')
+  check_declarations()
   for name, h in algorithms.declarations().items():
     require(
         name in c.algorithm, f'algorithm.{name}',
         'is missing: the config must hold every algorithm\'s own fields (build it on a '
         'preset, or add algorithms.own_fields() to config.algorithm)')
     value = c.algorithm[name]
+    kind = type(h.default)
     require(
-        isinstance(value, type(h.default)) and h.valid(value), f'algorithm.{name}',
-        f'= {value!r} {h.requirement}')
+        isinstance(value, kind) and (kind is bool or not isinstance(value, bool)),
+        f'algorithm.{name}', f'= {value!r} is a {type(value).__name__}, where it takes a '
+        f'{kind.__name__}')
+    require(h.valid(value), f'algorithm.{name}', f'= {value!r} {h.requirement}')
   rule = algorithm.round_rule
   if rule and c.algorithm[rule.enabled_by]:
     field = f'algorithm.{rule.enabled_by}'
@@ -122,6 +128,31 @@ def _validate_algorithm(c: ml_collections.ConfigDict) -> None:
   require(0 <= s.b1 < 1, 'server.b1', f'= {s.b1} must be in [0, 1)')
   require(0 <= s.b2 < 1, 'server.b2', f'= {s.b2} must be in [0, 1)')
   require(s.eps > 0, 'server.eps', f'= {s.eps} must be > 0')
+
+
+# config.algorithm's fields that are not an algorithm's own.
+ALGORITHM_FIELDS = ('name', 'mu', 'drop_stragglers', 'weighting')
+
+
+def check_declarations() -> None:
+  """Refuses an algorithm's own hyperparameter (algorithms/base.Hyperparameter) that would take
+  the place of a field, a hyperparameter or a results.csv column every run has, or that a
+  program cannot carry; raises TypeError naming the algorithm, like the registry."""
+  taken = set(ALGORITHM_FIELDS) | run_settings.taken_keys() | set(sweep_results.COLUMNS)
+  taken |= {'run', 'arm', 'series', 'round'}
+  for algorithm in algorithms.ALGORITHMS.values():
+    for h in algorithm.hyperparameters:
+      if h.name in taken:
+        raise TypeError(f'algorithm {algorithm.name}: its hyperparameter {h.name!r} would take '
+                        'the place of a field every run has: give it another name')
+      if h.per_run and not isinstance(h.default, (bool, int, float)):
+        raise TypeError(f'algorithm {algorithm.name}: its hyperparameter {h.name!r} is a '
+                        f'{type(h.default).__name__}, which a program cannot carry per run: '
+                        'declare it per_run=False')
+    rule = algorithm.round_rule
+    if rule and not any(h.name == rule.enabled_by and h.per_run for h in algorithm.hyperparameters):
+      raise TypeError(f'algorithm {algorithm.name}: its round rule is enabled by '
+                      f'{rule.enabled_by!r}, which must be one of its per-run hyperparameters')
 
 
 def unused_fields(c: ml_collections.ConfigDict) -> list[str]:
@@ -158,6 +189,13 @@ def warn_unused(c: ml_collections.ConfigDict, label: str = 'the run') -> None:
         "%s is %s with algorithm.mu = %s: its clients train FedProx's objective (the proximal "
         'term); set algorithm.mu = 0 for plain %s, or start from its preset, unless the '
         'combination is meant', label, c.algorithm.name, c.algorithm.mu, c.algorithm.name)
+  algorithm = algorithms.get(c.algorithm.name)
+  rate = server_optimizers.learning_rate(c.server.optimizer, c.server.learning_rate)
+  if algorithm.paper_server_step and (c.server.optimizer != 'sgd' or rate != 1):
+    logging.warning(
+        "%s is %s with server optimizer %s at rate %s: its paper applies its server step as it "
+        'is (sgd at rate 1), so this is a variant of it', label, c.algorithm.name,
+        c.server.optimizer, rate)
   if c.algorithm.drop_stragglers and c.stragglers.fraction == 1:
     logging.warning(
         '%s drops stragglers and every sampled client is one (stragglers.fraction = '
