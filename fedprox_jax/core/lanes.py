@@ -110,15 +110,21 @@ def run_lanes(algorithm: Algorithm, apply_fn, batch_size: int, lane_jobs, lane_s
   return sums, states_out
 
 
+# Batches' rows per step of the pass before the steps: fewer, larger steps (a forward pass has no
+# step to take between batches).
+BEFORE_CHUNK = 8
+
+
 def before_steps(algorithm: Algorithm, apply_fn, batch_size: int, jobs: Jobs, runs: RunInputs,
                  client_states, data):
   """Each job's means of algorithm.before_steps' per-batch sums over its client's local training
   examples at its run's global model ([J + 1, ...]; the empty job's are 0).
 
-  All jobs at once (vmapped), batch by batch in row order, for as many batches as the largest
-  client has: a forward pass over the cohort's data, next to the E epochs of training after it.
+  All jobs at once (vmapped), BEFORE_CHUNK batches' rows at a time in row order, for as many
+  chunks as the largest client needs: a forward pass over the cohort's data, next to the E epochs
+  of training after it (the sums do not depend on how the rows are cut).
   """
-  b = batch_size
+  b = batch_size * BEFORE_CHUNK
   model = model_lib.outputs_of(apply_fn)
 
   def batch_sums(job, i):
@@ -136,7 +142,7 @@ def before_steps(algorithm: Algorithm, apply_fn, batch_size: int, jobs: Jobs, ru
   all_jobs = jnp.arange(jobs.run.shape[0])
   every_job = jax.vmap(batch_sums, in_axes=(0, None))
   zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(every_job, all_jobs, 0))
-  sums = jax.lax.fori_loop(0, jnp.max(jobs.steps_per_epoch),
+  sums = jax.lax.fori_loop(0, jnp.max(-(-jobs.n // b)),
                            lambda i, acc: jax.tree.map(jnp.add, acc, every_job(all_jobs, i)), zeros)
   real = jnp.arange(jobs.run.shape[0]) < jobs.num_jobs
   n = jnp.where(real, jobs.n, 1).astype(jnp.float32)

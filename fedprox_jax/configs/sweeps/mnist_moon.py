@@ -1,5 +1,5 @@
 """MOON against FedAvg and FedProx on federated MNIST with the CNN (the mnist_moon preset: 200
-clients, 10 a round, one local epoch, no stragglers, 40 rounds), 3 seeds.
+clients, 10 a round, one local epoch, no stragglers, 30 rounds), 3 seeds.
 
     python -m fedprox_jax.sweep --config=mnist_moon --sweep=mnist_moon --workdir=/tmp/moon_sweep
     python -m fedprox_jax.plot /tmp/moon_sweep
