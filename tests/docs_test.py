@@ -265,11 +265,10 @@ def test_the_algorithms_fields_rows_are_their_declarations():
   declared = algorithms.declarations()
   assert declaration_problems(text, declared) == []
   adaptive = declared['adaptive_mu']
-  assert declaration_problems(text.replace('| `algorithm.adaptive_mu` | False |',
-                                           '| `algorithm.adaptive_mu` | True |'), declared) == [
-                                               'algorithm.adaptive_mu: the row says True, the '
-                                               'declaration False'
-                                           ]
+  assert declaration_problems(
+      text.replace('| `algorithm.adaptive_mu` | False |', '| `algorithm.adaptive_mu` | True |'),
+      declared) == ['algorithm.adaptive_mu: the row says True, the '
+                    'declaration False']
   assert declaration_problems(text.replace(adaptive.doc, 'Something else'), declared) == [
       f'algorithm.adaptive_mu: the row\'s text does not begin with {adaptive.doc!r}'
   ]

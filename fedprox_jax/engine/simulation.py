@@ -132,8 +132,7 @@ class Simulation:
           'Client data: held once by each process, the cohort\'s rows gathered each '
           'round (compute.client_data=per_round; replicated would copy them to each of '
           'the %d devices)', len(jax.local_devices()))
-    self.population_weight = jax.device_put(self._population_weight(data.train_sizes),
-                                            replicated)
+    self.population_weight = jax.device_put(self._population_weight(data.train_sizes), replicated)
     self._sizes = jax.device_put(data.train_sizes, replicated)  # What cohorts are drawn from.
     self.num_clients = data.num_clients
     self._compile(data)
@@ -151,8 +150,9 @@ class Simulation:
                                              stacked_hp(self.runs)['weighting'])
     hp = stacked_hp(self.runs)
     return np.array([
-        np.asarray(weigh(jnp.asarray(sizes), self.batch_size, {k: v[r] for k, v in hp.items()}),
-                   np.float64).sum() for r in range(len(self.runs))
+        np.asarray(weigh(jnp.asarray(sizes), self.batch_size, {
+            k: v[r] for k, v in hp.items()
+        }), np.float64).sum() for r in range(len(self.runs))
     ], np.float32)
 
   @property
@@ -174,8 +174,8 @@ class Simulation:
                                                        fixed_count=h['fixed_straggler_count'],
                                                        drop_stragglers=h['drop_stragglers'],
                                                        weighting=h['weighting'],
-                                                       weigh=weigh and (lambda n: weigh(
-                                                           n, self.batch_size, h))),
+                                                       weigh=weigh and
+                                                       (lambda n: weigh(n, self.batch_size, h))),
         in_axes=(0, None, 0))
 
     def sample_round(round_index, round_keys, hp, sizes):

@@ -123,9 +123,8 @@ def _train(config: ml_collections.ConfigDict,
   writer.close(summary)
   here = progress['wall_s'] - before
   sessions = f' ({progress["wall_s"]:.1f} s with the earlier sessions)' if before else ''
-  logging.info(
-      'Rounds done in %.1f s%s: %s', here, sessions,
-      ', '.join(f'{k} {v:.4f}' for k, v in summary.items()
-                if k.startswith(('final/test', 'final/local_test', 'last10/')) and
-                not k.startswith('final/local_test/accuracy_')))  # (Its spread: summary.json.)
+  logging.info('Rounds done in %.1f s%s: %s', here, sessions, ', '.join(
+      f'{k} {v:.4f}' for k, v in summary.items()
+      if k.startswith(('final/test', 'final/local_test', 'last10/')) and
+      not k.startswith('final/local_test/accuracy_')))  # (Its spread: summary.json.)
   return writer.records
