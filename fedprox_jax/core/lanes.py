@@ -58,7 +58,7 @@ def run_lanes(algorithm: Algorithm, apply_fn, batch_size: int, lane_jobs, lane_s
                                take(runs.state, 0), take(client_states, 0), hp0)[0])
   num_runs = jax.tree.leaves(runs.params)[0].shape[0]
 
-  def lane_step(t, jobs_l, start_l, params, opt_state, sums, states_out):
+  def lane_step(t, jobs_l, start_l, params, opt_state):
     slot = jnp.maximum(jnp.searchsorted(start_l, t, side='right') - 1, 0)
     job = jobs_l[slot]
     s = t - start_l[slot]
@@ -83,8 +83,14 @@ def run_lanes(algorithm: Algorithm, apply_fn, batch_size: int, lane_jobs, lane_s
         Batch(data.x[rows], data.y[rows], (pos < n).astype(jnp.float32)), context, correction)
     params = _select(active, new_params, params)
     opt_state = _select(active, new_opt, opt_state)
-    # The job's last step: the client uploads, into this lane's sums for its run.
-    end = active & (s == jobs.steps[job] - 1)
+    return params, opt_state, job, active & (s == jobs.steps[job] - 1)
+
+  def finish(params, job, end, sums, states_out):
+    """A job's last step (`end`): the client uploads, into this lane's sums for its run, and its
+    new state is kept."""
+    run = jobs.run[job]
+    anchor, state, hp = take(runs.params, run), take(runs.state, run), take(runs.hp, run)
+    client_state = take(client_states, job)
     delta = jax.tree.map(jnp.subtract, params, anchor)
     upload, new_state = algorithm.upload(
         _result(delta, params, jobs.steps[job], hp, take(before, job)), state, client_state, hp)
@@ -93,13 +99,19 @@ def run_lanes(algorithm: Algorithm, apply_fn, batch_size: int, lane_jobs, lane_s
     if states_out is not None:
       states_out = jax.tree.map(lambda o, v: o.at[job].set(jnp.where(end, v, o[job])), states_out,
                                 new_state)
-    return params, opt_state, sums, states_out
+    return sums, states_out
 
-  all_lanes_step = jax.vmap(lane_step, in_axes=(None, 0, 0, 0, 0, 0, 0))
+  all_lanes_step = jax.vmap(lane_step, in_axes=(None, 0, 0, 0, 0))
+  all_lanes_finish = jax.vmap(finish)
 
   def body(carry):
-    t, *state = carry
-    return t + 1, *all_lanes_step(t, lane_jobs, lane_start, *state)
+    t, params, opt_state, sums, states_out = carry
+    params, opt_state, job, end = all_lanes_step(t, lane_jobs, lane_start, params, opt_state)
+    # Jobs end on few steps: the uploads and the writes of the lanes' sums and client states (as
+    # costly as a step, for an algorithm with client state) are skipped on the others.
+    sums, states_out = jax.lax.cond(end.any(), all_lanes_finish, lambda *a: a[3:], params, job, end,
+                                    sums, states_out)
+    return t + 1, params, opt_state, sums, states_out
 
   num_lanes = lane_jobs.shape[0]
   lanes_of = lambda tree: jax.tree.map(lambda a: jnp.broadcast_to(a, (num_lanes, *a.shape)), tree)
@@ -120,9 +132,10 @@ def before_steps(algorithm: Algorithm, apply_fn, batch_size: int, jobs: Jobs, ru
   """Each job's means of algorithm.before_steps' per-batch sums over its client's local training
   examples at its run's global model ([J + 1, ...]; the empty job's are 0).
 
-  All jobs at once (vmapped), BEFORE_CHUNK batches' rows at a time in row order, for as many
-  chunks as the largest client needs: a forward pass over the cohort's data, next to the E epochs
-  of training after it (the sums do not depend on how the rows are cut).
+  All jobs at once (vmapped, or one after another for a model that declares vmapping slow),
+  BEFORE_CHUNK batches' rows at a time in row order, for as many chunks as the largest client
+  needs: a forward pass over the cohort's data, next to the E epochs of training after it (the
+  sums do not depend on how the rows are cut).
   """
   b = batch_size * BEFORE_CHUNK
   model = model_lib.outputs_of(apply_fn)
@@ -140,7 +153,7 @@ def before_steps(algorithm: Algorithm, apply_fn, batch_size: int, jobs: Jobs, ru
                                   context)
 
   all_jobs = jnp.arange(jobs.run.shape[0])
-  every_job = jax.vmap(batch_sums, in_axes=(0, None))
+  every_job = model_lib.over_params(apply_fn, batch_sums, (0, None))
   zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(every_job, all_jobs, 0))
   sums = jax.lax.fori_loop(0, jnp.max(-(-jobs.n // b)),
                            lambda i, acc: jax.tree.map(jnp.add, acc, every_job(all_jobs, i)), zeros)
