@@ -3,6 +3,7 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 
+from fedprox_jax.core import model as model_lib
 from fedprox_jax.core.model import ApplyFn
 from fedprox_jax.tasks import models
 
@@ -135,7 +136,7 @@ def make_evaluate(apply_fn: ApplyFn,
   def per_example(params, x, y):
     """(cross-entropy, correct) [chunk, R]. Runs second ([n, R, classes]): the model's matrix
     product for all runs then comes out without a transpose, and the sums run along its rows."""
-    logits = jax.vmap(apply_fn, in_axes=(0, None), out_axes=1)(params, x)
+    logits = model_lib.over_params(apply_fn, apply_fn, (0, None), out_axes=1)(params, x)
     label_logit = jnp.take_along_axis(logits, y[:, None, None], -1)[..., 0]
     ce = jax.nn.logsumexp(logits, -1) - label_logit
     return ce, (jnp.argmax(logits, -1) == y[:, None]).astype(jnp.float32)
