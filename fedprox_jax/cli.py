@@ -127,7 +127,9 @@ def _run(main, workdir, results, plot, chosen, config) -> None:
     sys.exit(128 + signals.stopped_by())
   except Exception as e:  # pylint: disable=broad-except
     from fedprox_jax.engine import resources  # pylint: disable=g-import-not-at-top
-    memory = resources.out_of_memory(e)  # Outside the Simulation: loading data, a round's end.
+    from fedprox_jax.experiment import preflight  # pylint: disable=g-import-not-at-top
+    # Outside the Simulation: loading data, a round's end.
+    memory = resources.out_of_memory(e, name=preflight.name)
     if memory is not None:
       logging.debug('%s', e, exc_info=True)
       sys.exit(f'error: {reword(memory)}'
@@ -170,8 +172,9 @@ def _join(config) -> bool:
   if config is None or not config.compute.distributed:
     return True
   from fedprox_jax.engine import processes  # pylint: disable=g-import-not-at-top
+  from fedprox_jax.experiment import settings  # pylint: disable=g-import-not-at-top
   try:
-    processes.join(config)
+    processes.join(settings.for_compute(config))
     signals.install()  # jax.distributed's preemption notifier took SIGTERM: take it back.
   except errors.ConfigError:
     raise

@@ -11,11 +11,11 @@ from fedprox_jax import experiment
 from fedprox_jax.algorithms import server_optimizers
 from fedprox_jax.engine import client_states
 from fedprox_jax.engine import reference
-from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.errors import ConfigError
 from fedprox_jax.experiment import rounds
 from fedprox_jax.experiment import validation
 from fedprox_jax.experiment.checkpoints import Restored
+from fedprox_jax.experiment.settings import simulation
 from tests.conftest import settings
 from tests.conftest import tiny_config
 from tests.conftest import tiny_data
@@ -24,7 +24,7 @@ from tests.runs import small_config
 
 
 def _rounds(config, data, num_rounds=3):
-  sim = Simulation(config, data, [settings(config)])
+  sim = simulation(config, data, [settings(config)])
   server, out = sim.initial_server, []
   for r in range(1, num_rounds + 1):
     server, _ = sim.run_round(server, r)
@@ -108,7 +108,7 @@ def test_scaffold_client_states_on_device_or_host_follow_the_reference(on_device
           'server.learning_rate': 0.05,
           'algorithm.weighting': 'batches'
       })
-  sim = Simulation(config, data, [settings(config), settings(config, seed=5)])
+  sim = simulation(config, data, [settings(config), settings(config, seed=5)])
   assert sim.client_states.on_device == on_device
   hp = {k: np.asarray(v) for k, v in sim.hp.items()}
   ref_round = reference.make_reference_round(sim.apply_fn,
@@ -134,7 +134,7 @@ def test_a_client_state_that_cannot_fit_is_refused(monkeypatch):
   monkeypatch.setattr(client_states, 'host_budget', lambda: 1000)
   config = tiny_config(**{'algorithm.name': 'scaffold'})
   with pytest.raises(Exception, match=r'scaffold keeps a state for every client: .* GiB'):
-    Simulation(config, tiny_data(), [settings(config)])
+    simulation(config, tiny_data(), [settings(config)])
 
 
 @pytest.mark.parametrize('name', ['adam', 'yogi', 'adagrad', 'momentum'])

@@ -9,6 +9,7 @@ import pytest
 
 from fedprox_jax.configs import mnist_fedprox
 from fedprox_jax.engine import run_settings
+from fedprox_jax.experiment.settings import for_run
 from fedprox_jax.tasks import mnist_files as mnist
 from fedprox_jax.tasks import shakespeare_text
 from fedprox_jax.tasks.federated_data import FederatedData
@@ -70,7 +71,7 @@ def with_changes(config: ml_collections.ConfigDict, **changes) -> ml_collections
 
 def settings(config: ml_collections.ConfigDict, **changes) -> run_settings.RunSettings:
   """The run settings of `config` with dotted fields changed."""
-  return run_settings.from_config(with_changes(config, **changes))
+  return for_run(with_changes(config, **changes))
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:

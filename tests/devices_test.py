@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from fedprox_jax.engine.simulation import Simulation
+from fedprox_jax.experiment.settings import simulation
 from tests.conftest import REPO
 from tests.conftest import settings
 from tests.conftest import tiny_config
@@ -15,12 +15,12 @@ from tests.conftest import tiny_data
 
 _FOUR_DEVICES = '''
 import sys, jax, numpy as np
-from fedprox_jax.engine.simulation import Simulation
+from fedprox_jax.experiment.settings import simulation
 from tests.conftest import settings, tiny_config, tiny_data
 assert jax.device_count() == 4, jax.devices()
 config = tiny_config(**{'compute.num_lanes': NUM_LANES, 'stragglers.fraction': 0.5})
 runs = [settings(config, seed=s, **{'algorithm.mu': mu}) for s, mu in ((0, 1.0), (1, 0.0))]
-sim = Simulation(config, tiny_data(), runs)
+sim = simulation(config, tiny_data(), runs)
 assert sim.num_lanes % 4 == 0
 server = sim.initial_server
 for r in range(1, config.num_rounds + 1):
@@ -35,7 +35,7 @@ np.savez(sys.argv[1], **{k: np.asarray(v) for k, v in params['Dense_0'].items()}
 def test_four_devices_equal_one(tmp_path):
   config = tiny_config(**{'stragglers.fraction': 0.5})
   runs = [settings(config, seed=s, **{'algorithm.mu': mu}) for s, mu in ((0, 1.0), (1, 0.0))]
-  sim = Simulation(config, tiny_data(), runs)
+  sim = simulation(config, tiny_data(), runs)
   server = sim.initial_server
   for r in range(1, config.num_rounds + 1):
     server, _ = sim.run_round(server, r)

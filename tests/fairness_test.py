@@ -14,6 +14,7 @@ from fedprox_jax import experiment
 from fedprox_jax.engine import evaluation
 from fedprox_jax.engine.eval_sample import ClientSample
 from fedprox_jax.engine.simulation import Simulation
+from fedprox_jax.experiment.settings import simulation
 from tests import runs
 from tests.conftest import settings
 from tests.conftest import tiny_config
@@ -25,7 +26,7 @@ KEYS = ('local_test/accuracy_p10', 'local_test/accuracy_p50', 'local_test/accura
 
 def _two_runs(config, data) -> Simulation:
   """Two runs whose models differ (their seeds draw different initial parameters)."""
-  return Simulation(config, data, [settings(config), settings(config, seed=1)])
+  return simulation(config, data, [settings(config), settings(config, seed=1)])
 
 
 def _accuracies_by_hand(data, params, run: int, clients) -> list[float]:

@@ -1,13 +1,20 @@
 """The memory a model's forward pass holds: a step keeps every iteration's values of its loops for
 the backward pass; an evaluation's forward pass alone reuses them from one iteration to the next."""
+from fedprox_jax import tasks
 from fedprox_jax.configs import mnist_fedprox
 from fedprox_jax.configs import shakespeare
 from fedprox_jax.engine import model_cost
+from fedprox_jax.experiment import settings
+
+
+def _cost(c):
+  return model_cost.for_program(settings.for_program(c), settings.for_run(c),
+                                *tasks.model_dims(c.data))
 
 
 def test_an_evaluation_counts_a_loops_body_once_and_a_step_once_per_iteration():
   c = shakespeare.get_config('cpu')
-  cost = model_cost.for_config(c)
+  cost = _cost(c)
   # The LSTM's scan over the 80 characters of a window: per character, 2 layers, 4 gates of
   # `hidden` float32 values at least.
   window, per_step = 80, 2 * 4 * c.model.hidden * 4
@@ -18,5 +25,5 @@ def test_an_evaluation_counts_a_loops_body_once_and_a_step_once_per_iteration():
 
 
 def test_a_model_without_loops_costs_the_same_either_way():
-  cost = model_cost.for_config(mnist_fedprox.get_config())
+  cost = _cost(mnist_fedprox.get_config())
   assert cost.eval_example_bytes == cost.example_bytes > 0

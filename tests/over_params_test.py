@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedprox_jax.core import model as model_lib
-from fedprox_jax.engine.simulation import Simulation
+from fedprox_jax.experiment.settings import simulation
 from fedprox_jax.tasks import models
 from tests.conftest import settings
 from tests.conftest import tiny_config
@@ -42,10 +42,10 @@ def test_cnn_runs_evaluated_together_equal_each_alone():
   data = tiny_data(num_clients=6, dim=784, num_classes=10)
   config = tiny_config(**{'model.name': 'cnn', 'eval.chunk_size': 16})
   seeds = (0, 1, 2)
-  together = Simulation(config, data, [settings(config, seed=s) for s in seeds])
+  together = simulation(config, data, [settings(config, seed=s) for s in seeds])
   got = together.evaluate(together.initial_params)
   for run, seed in enumerate(seeds):
-    alone = Simulation(config, data, [settings(config, seed=seed)])
+    alone = simulation(config, data, [settings(config, seed=seed)])
     want = alone.evaluate(alone.initial_params)
     for key in ('train/loss', 'test/accuracy', 'local_test/accuracy_p50'):
       np.testing.assert_allclose(got[key][run], want[key][0], rtol=1e-5, atol=1e-6, err_msg=key)

@@ -15,9 +15,9 @@ from fedprox_jax.configs import synthetic as synthetic_config
 from fedprox_jax.core import cohort as cohort_lib
 from fedprox_jax.core.packing import ClientData
 from fedprox_jax.engine import cohort_rows
-from fedprox_jax.engine import run_settings
-from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.experiment import validation
+from fedprox_jax.experiment.settings import for_run
+from fedprox_jax.experiment.settings import simulation
 from fedprox_jax.tasks import synthetic
 from tests.commands import run_code
 from tests.commands import run_module
@@ -54,7 +54,7 @@ def test_sampler_work_does_not_grow_with_the_population():
 
 
 def _final_server(config, data):
-  sim = Simulation(config, data, [run_settings.from_config(config)] * 2)
+  sim = simulation(config, data, [for_run(config)] * 2)
   server = sim.initial_server
   for r in range(1, 4):
     server, _ = sim.run_round(server, r)

@@ -11,9 +11,9 @@ import pytest
 
 from fedprox_jax import errors
 from fedprox_jax.configs import synthetic as synthetic_config
-from fedprox_jax.engine import run_settings
-from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.experiment import validation
+from fedprox_jax.experiment.settings import for_run
+from fedprox_jax.experiment.settings import simulation
 from fedprox_jax.tasks.federated_data import FederatedData
 from tests.commands import run_code
 from tests.conftest import settings
@@ -69,7 +69,7 @@ def test_local_steps_past_int32_are_refused_in_one_line(tmp_path):
   the run exited 0 with summary.json's real_steps = -1593077296."""
   workdir = tmp_path / 'run'
   result = _run_printing_peak(*HUGE_CLIENT, f'--workdir={workdir}')
-  _refused_in_one_line(result, workdir, 'config.client.local_epochs = 1,000 makes rounds of up to')
+  _refused_in_one_line(result, workdir, 'error: client.local_epochs = 1,000 makes rounds of up to')
   assert 'more than 2^31 - 1' in result.stderr
   if (workdir / 'summary.json').exists():  # (What today's code wrote instead.)
     program = json.loads((workdir / 'summary.json').read_text())['program']
@@ -106,7 +106,7 @@ def test_a_simulation_refuses_counts_past_int32_before_compute(changes, message)
   data are, and the Simulation refuses before it compiles or places anything."""
   config = tiny_config(**{'clients_per_round': 2, **changes})
   with pytest.raises(errors.ConfigError, match=message):
-    Simulation(config, _one_huge_client(3_000_000), [settings(config)])
+    simulation(config, _one_huge_client(3_000_000), [settings(config)])
 
 
 @pytest.mark.slow
@@ -150,7 +150,7 @@ def test_the_reviews_hostile_configs_are_refused_on_a_24_gib_machine(monkeypatch
 
 
 def _rounds(config, data, rounds=2):
-  sim = Simulation(config, data, [run_settings.from_config(config)])
+  sim = simulation(config, data, [for_run(config)])
   server = sim.initial_server
   for r in range(1, rounds + 1):
     server, stats = sim.run_round(server, r)
@@ -177,7 +177,7 @@ def test_a_batch_larger_than_every_client_is_the_largest_clients():
 
 def test_an_allocation_that_fails_during_a_round_is_one_line():
   config = tiny_config()
-  sim = Simulation(config, tiny_data(), [settings(config)])
+  sim = simulation(config, tiny_data(), [settings(config)])
 
   def exhausted(*args):
     del args
@@ -211,7 +211,7 @@ def test_the_round_estimate_follows_the_compiled_program():
   compiled round's working memory agree within a factor of 2."""
   for epochs in (3000, 20000):
     config = tiny_config(**{'client.local_epochs': epochs})
-    sim = Simulation(config, tiny_data(), [settings(config)])
+    sim = simulation(config, tiny_data(), [settings(config)])
     formula = sum(t.bytes for t in sim._memory_terms if t.program == 'round')  # pylint: disable=protected-access
     compiled = sim._round.memory_analysis().temp_size_in_bytes  # pylint: disable=protected-access
     assert 0.5 < formula / compiled < 2, (epochs, formula, compiled)
@@ -221,10 +221,9 @@ _LOAD = _PEAK + '''
 import sys
 from fedprox_jax import tasks
 from fedprox_jax.configs import synthetic
-from fedprox_jax.engine import data_plan
 c = synthetic.get_config(sys.argv[1])
 c.data.num_clients = int(sys.argv[2])
-planned = data_plan.planned_data(c)
+planned = tasks.plan(c.data, c.clients_per_round)
 before = peak()
 data = tasks.load(c.data)
 after = peak()

@@ -11,8 +11,8 @@ import pytest
 
 from fedprox_jax.configs import shakespeare as shakespeare_config
 from fedprox_jax.engine import reference
-from fedprox_jax.engine import run_settings
-from fedprox_jax.engine.simulation import Simulation
+from fedprox_jax.experiment.settings import for_run
+from fedprox_jax.experiment.settings import simulation
 from fedprox_jax.tasks import models
 from fedprox_jax.tasks import shakespeare
 from fedprox_jax.tasks import shakespeare_fetch
@@ -160,7 +160,7 @@ def test_the_lstm_in_packed_lanes_matches_the_plain_loop_on_materialised_windows
   config.model = shakespeare_config.get_config().model
   config.model.hidden, config.model.layers = 8, 2
   data = _text_data()
-  sim = Simulation(config, data, [run_settings.from_config(config)])
+  sim = simulation(config, data, [for_run(config)])
   plain_apply, _ = models.create_model('lstm',
                                        80,
                                        WINDOW,
@@ -193,9 +193,8 @@ def _plain_metrics(apply_fn, params, x, y):
 
 def test_evaluation_on_a_sample_of_clients_is_their_examples_metrics():
   data = tiny_data(num_clients=12)
-  sampled = Simulation(tiny_config(**{'eval.clients': 4}), data,
-                       [run_settings.from_config(tiny_config())])
-  whole = Simulation(tiny_config(), data, [run_settings.from_config(tiny_config())])
+  sampled = simulation(tiny_config(**{'eval.clients': 4}), data, [for_run(tiny_config())])
+  whole = simulation(tiny_config(), data, [for_run(tiny_config())])
   params = sampled.initial_params
   one = jax.tree.map(lambda a: a[0], params)
   offsets = np.concatenate([[0], np.cumsum(data.local_test_sizes)])
@@ -218,8 +217,8 @@ def test_evaluation_on_a_sample_of_clients_is_their_examples_metrics():
     np.testing.assert_allclose(got['train/loss'][0], loss, rtol=1e-5)
     # The central test set has no clients: evaluated whole either way.
     np.testing.assert_allclose(got['test/loss'], whole.evaluate(params, r)['test/loss'], rtol=1e-6)
-    again = Simulation(tiny_config(**{'eval.clients': 4}), data,
-                       [run_settings.from_config(tiny_config())]).evaluate(params, r)
+    again = simulation(tiny_config(**{'eval.clients': 4}), data,
+                       [for_run(tiny_config())]).evaluate(params, r)
     assert again == got  # The same clients for every program: a resumed run repeats its records.
   assert len(set(drawn)) == 3  # Drawn afresh at each evaluation.
   loss, _ = _plain_metrics(whole.apply_fn, one, data.local_test_x, data.local_test_y)

@@ -7,17 +7,17 @@ import pytest
 
 from fedprox_jax import errors
 from fedprox_jax.engine import reference
-from fedprox_jax.engine import run_settings
-from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.experiment import rounds
 from fedprox_jax.experiment import validation
+from fedprox_jax.experiment.settings import for_run
+from fedprox_jax.experiment.settings import simulation
 from fedprox_jax.experiment.writers import RunWriter
 from tests.conftest import tiny_config
 from tests.conftest import tiny_data
 
 
 def _final_params(config, data=None):
-  sim = Simulation(config, data or tiny_data(), [run_settings.from_config(config)])
+  sim = simulation(config, data or tiny_data(), [for_run(config)])
   server = sim.initial_server
   for r in range(1, config.num_rounds + 1):
     server, _ = sim.run_round(server, r)
@@ -27,7 +27,7 @@ def _final_params(config, data=None):
 def _rounds_against_the_loop(config, data, loop_cohort):
   """Runs `config` round by round, each round held against the plain loop over
   loop_cohort(the round's cohort); returns the final params and the cohorts."""
-  sim = Simulation(config, data, [run_settings.from_config(config)])
+  sim = simulation(config, data, [for_run(config)])
   loop = reference.make_reference_train_cohort(sim.apply_fn,
                                                learning_rate=config.client.learning_rate,
                                                weight_decay=config.client.weight_decay,
@@ -86,7 +86,7 @@ def test_rounds_of_different_cohorts_run_one_program_and_match_the_reference():
   the plain loop over the same cohort: nothing of one cohort is baked into the program."""
   config = tiny_config(num_rounds=6, **{'stragglers.fraction': 0.5, 'algorithm.mu': 0.3})
   data = tiny_data()
-  sim = Simulation(config, data, [run_settings.from_config(config)])
+  sim = simulation(config, data, [for_run(config)])
   ref = reference.make_reference_train_cohort(sim.apply_fn,
                                               learning_rate=config.client.learning_rate,
                                               weight_decay=config.client.weight_decay,
@@ -109,9 +109,9 @@ def test_rounds_of_different_cohorts_run_one_program_and_match_the_reference():
 
 def test_run_rounds_records_and_summary():
   config = tiny_config(num_rounds=4, eval_every=3)
-  sim = Simulation(config, tiny_data(), [run_settings.from_config(config)])
+  sim = simulation(config, tiny_data(), [for_run(config)])
   writer = RunWriter(None, config)
-  progress = rounds.run_rounds(sim, [writer], ['fedprox'])
+  progress = rounds.run_rounds(sim, config, [writer], ['fedprox'])
   assert [r['round'] for r in writer.records] == [0, 3, 4]
   for key in ('train/loss', 'train/accuracy', 'local_test/accuracy', 'test/accuracy', 'test/loss'):
     assert key in writer.records[-1]
@@ -123,9 +123,9 @@ def test_run_rounds_records_and_summary():
 
 def test_divergence_names_the_round():
   config = tiny_config(**{'client.learning_rate': 1e12, 'algorithm.mu': 0.0})
-  sim = Simulation(config, tiny_data(), [run_settings.from_config(config)])
+  sim = simulation(config, tiny_data(), [for_run(config)])
   with pytest.raises(errors.NonFiniteError, match=r'round \d+: .*non-finite'):
-    rounds.run_rounds(sim, [RunWriter(None, config)], ['fedprox'])
+    rounds.run_rounds(sim, config, [RunWriter(None, config)], ['fedprox'])
 
 
 @pytest.mark.parametrize('field, value, message', [

@@ -11,9 +11,9 @@ from fedprox_jax import errors
 from fedprox_jax import experiment
 from fedprox_jax import plots
 from fedprox_jax.configs.sweeps import mnist_figure
-from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.experiment import grid as sweeps
 from fedprox_jax.experiment import rounds
+from fedprox_jax.experiment.settings import simulation
 from fedprox_jax.experiment.writers import RunWriter
 from tests.commands import mnist_data_flags
 from tests.commands import run_module
@@ -40,9 +40,9 @@ def test_a_sweep_cannot_vary_what_the_program_shares():
 
 
 def _records_of_runs(config, runs):
-  sim = Simulation(config, tiny_data(), runs)
+  sim = simulation(config, tiny_data(), runs)
   writers = [RunWriter(None, config) for _ in runs]
-  rounds.run_rounds(sim, writers, [str(i) for i in range(len(runs))])
+  rounds.run_rounds(sim, config, writers, [str(i) for i in range(len(runs))])
   return [w.records for w in writers]
 
 

@@ -241,7 +241,7 @@ def test_fields_the_run_does_not_read_are_warned_about_never_refused(caplog):
     ({
         'client.batch_size': 1,
         'client.local_epochs': 10**6
-    }, r'config.client.local_epochs = 1,000,000 makes rounds of up to [\d,]+ local steps \(the '
+    }, r'client.local_epochs = 1,000,000 makes rounds of up to [\d,]+ local steps \(the '
      r'largest client, 1,395 training examples, takes 1,395,000,000 .*more than 2\^31 - 1'),
 ])
 def test_sizes_no_machine_runs_are_refused(changes, message):

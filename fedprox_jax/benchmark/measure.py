@@ -15,10 +15,9 @@ from fedprox_jax import config_fields
 from fedprox_jax import tasks
 from fedprox_jax.engine import devices
 from fedprox_jax.engine import reference
-from fedprox_jax.engine import run_settings
-from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.experiment import grid
 from fedprox_jax.experiment import rounds
+from fedprox_jax.experiment import settings
 from fedprox_jax.experiment.writers import RunWriter
 from fedprox_jax.tasks import models
 
@@ -74,10 +73,10 @@ def runs_of(kind: str, base, sweep_file: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     base, named = grid.prepare(base, module.get_config())
-    runs = [run_settings.from_config(run.config) for run in named]
+    runs = [settings.for_run(run.config) for run in named]
   else:
-    runs = [run_settings.from_config(base)]
-  devices.configure(base)
+    runs = [settings.for_run(base)]
+  devices.configure(settings.for_compute(base))
   return base, runs
 
 
@@ -87,11 +86,11 @@ def full_run(base, runs) -> dict:
   data = tasks.load(base.data)
   load_s = time.perf_counter() - start
   tick = time.perf_counter()
-  sim = Simulation(base, data, runs)  # Compiles the programs, then moves the data in.
+  sim = settings.simulation(base, data, runs)  # Compiles the programs, then moves the data in.
   setup_s = time.perf_counter() - tick
   del data
   writers = [RunWriter(None, base) for _ in runs]
-  progress = rounds.run_rounds(sim, writers, [str(i) for i in range(len(runs))])
+  progress = rounds.run_rounds(sim, base, writers, [str(i) for i in range(len(runs))])
   per_round = np.diff([r['time/elapsed_s'] for r in writers[0].records])
   return dict(runs=len(runs),
               rounds=base.num_rounds,
@@ -112,7 +111,7 @@ def full_run(base, runs) -> dict:
 def side_by_side(base, runs, num_rounds: int, data=None, sim=None) -> dict:
   """Packed program vs the sequential reference on the same cohorts, training only."""
   data = data or tasks.load(base.data)
-  sim = sim or Simulation(base, data, runs)
+  sim = sim or settings.simulation(base, data, runs)
   ref = reference.make_reference_train_cohort(sim.apply_fn,
                                               learning_rate=base.client.learning_rate,
                                               weight_decay=base.client.weight_decay,
@@ -157,7 +156,7 @@ def _interleaved(base, rows: list, num_rounds: int, reference: str) -> dict:
     data_key = tuple(sorted((k, str(v)) for k, v in key))
     if data_key not in data:
       data[data_key] = tasks.load(config.data)
-    sims[label] = Simulation(config, data[data_key], [run_settings.from_config(config)])
+    sims[label] = settings.simulation(config, data[data_key], [settings.for_run(config)])
     servers[label] = jax.block_until_ready(sims[label].run_round(sims[label].initial_server, 1))[0]
   times = {label: [] for label in sims}
   for r in range(2, num_rounds + 2):
@@ -180,7 +179,7 @@ def _interleaved(base, rows: list, num_rounds: int, reference: str) -> dict:
 def algorithms(base, num_rounds: int) -> dict:
   """Training rounds of every algorithm on the default task against FedProx's, and of those that
   need a model's representation on the CNN against FedAvg's there."""
-  devices.configure(base)
+  devices.configure(settings.for_compute(base))
   default, represented = algorithm_rows()
   out = {'default': _interleaved(base, default, num_rounds, 'fedprox')}
   if represented:
@@ -197,10 +196,10 @@ def cnn_cohort(base, clients_per_round: int, num_rounds: int) -> dict:
   """Training rounds of the CNN with `clients_per_round` clients, and one evaluation."""
   base.model.name = 'cnn'
   base.clients_per_round = clients_per_round
-  devices.configure(base)
+  devices.configure(settings.for_compute(base))
   data = tasks.load(base.data)
   tick = time.perf_counter()
-  sim = Simulation(base, data, [run_settings.from_config(base)])
+  sim = settings.simulation(base, data, [settings.for_run(base)])
   setup_s = time.perf_counter() - tick
   server, times, real, executed = sim.initial_server, [], 0, 0
   for r in range(1, num_rounds + 1):
@@ -233,7 +232,7 @@ def population(num_clients: int, num_rounds: int, cache: str) -> dict:
   c = synthetic.get_config('large')
   c.data.num_clients = num_clients
   c.compute.compilation_cache_dir = cache
-  devices.configure(c)
+  devices.configure(settings.for_compute(c))
   tick = time.perf_counter()
   data = tasks.load(c.data)
   data_s = time.perf_counter() - tick
@@ -241,7 +240,7 @@ def population(num_clients: int, num_rounds: int, cache: str) -> dict:
       a.nbytes for a in (data.train_x, data.train_y, data.local_test_x, data.local_test_y))
   examples = len(data.train_y) + len(data.local_test_y)
   tick = time.perf_counter()
-  sim = Simulation(c, data, [run_settings.from_config(c)])
+  sim = settings.simulation(c, data, [settings.for_run(c)])
   setup_s = time.perf_counter() - tick
   del data
   server = sim.initial_server

@@ -11,8 +11,7 @@ import numpy as np
 from fedprox_jax import tasks
 from fedprox_jax.benchmark import measure
 from fedprox_jax.engine import devices
-from fedprox_jax.engine import run_settings
-from fedprox_jax.engine.simulation import Simulation
+from fedprox_jax.experiment import settings
 
 
 def lstm_step_flops(model: ml_collections.ConfigDict, batch: int, window: int,
@@ -53,12 +52,12 @@ def lstm_task(cache: str, num_rounds: int, reference_rounds: int) -> dict:
   from fedprox_jax.configs import shakespeare  # pylint: disable=g-import-not-at-top
   c = shakespeare.get_config('cpu')
   c.compute.compilation_cache_dir = cache
-  devices.configure(c)
+  devices.configure(settings.for_compute(c))
   tick = time.perf_counter()
   data = tasks.load(c.data)
   load_s = time.perf_counter() - tick
   tick = time.perf_counter()
-  sim = Simulation(c, data, [run_settings.from_config(c)])
+  sim = settings.simulation(c, data, [settings.for_run(c)])
   setup_s = time.perf_counter() - tick
   server, _ = jax.block_until_ready(sim.run_round(sim.initial_server, 1))
   times, real, executed = [], 0, 0
@@ -71,8 +70,8 @@ def lstm_task(cache: str, num_rounds: int, reference_rounds: int) -> dict:
   every.eval.clients = 0
   evaluations = {'sampled': [], 'every': []}
   for which, program in (('sampled', sim), ('every',
-                                            Simulation(every, data,
-                                                       [run_settings.from_config(c)]))):
+                                            settings.simulation(every, data,
+                                                                [settings.for_run(c)]))):
     for r in range(4):  # The first evaluation also loads the program: not counted.
       tick = time.perf_counter()
       program.evaluate(server.params, r)
@@ -80,7 +79,7 @@ def lstm_task(cache: str, num_rounds: int, reference_rounds: int) -> dict:
   step_flops = lstm_step_flops(c.model, c.client.batch_size, data.window, data.num_classes)
   achieved = real * step_flops / sum(times) / jax.device_count()  # Per device: one lane each.
   dot = dot_flops_per_s(c.client.batch_size, c.model.hidden * 2, 4 * c.model.hidden)
-  compare = measure.side_by_side(c, [run_settings.from_config(c)], reference_rounds, data, sim)
+  compare = measure.side_by_side(c, [settings.for_run(c)], reference_rounds, data, sim)
   return dict(model=dict(c.model),
               clients=data.num_clients,
               devices=jax.device_count(),
@@ -111,7 +110,7 @@ def lstm_paper_cost(cache: str, steps: int) -> dict:
   from fedprox_jax.tasks import models  # pylint: disable=g-import-not-at-top
   c = shakespeare.get_config()
   c.compute.compilation_cache_dir = cache
-  devices.configure(c)
+  devices.configure(settings.for_compute(c))
   data = tasks.load(c.data)
   batches = -(-data.train_sizes // c.client.batch_size)
   f, e = c.stragglers.fraction, c.client.local_epochs

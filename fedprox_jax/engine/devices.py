@@ -2,12 +2,25 @@
 import ipaddress
 import os
 import socket
+from typing import NamedTuple
 
 from absl import logging
 import jax
-import ml_collections
 
 from fedprox_jax.errors import ConfigError
+
+
+class ComputeSettings(NamedTuple):
+  """The process's own settings (the config's `compute` group): its CPU devices and persistent
+  compilation cache, and in a run of several processes how it joins the others."""
+  distributed: bool = False  # Join a multi-process run (jax.distributed) first.
+  coordinator_address: str = ''  # host:port of process 0; '' = from the cluster.
+  num_processes: int = 0  # 0 = from the cluster's environment.
+  process_id: int = -1  # -1 = from the cluster's environment.
+  join_timeout_s: int = 300
+  heartbeat_timeout_s: float = 30
+  cpu_devices: int = 0  # CPU devices to split the CPU into; 0 = one per core.
+  compilation_cache_dir: str = ''  # '' = off.
 
 
 def _loopback_bind(address: str | None) -> str | None:
@@ -50,7 +63,7 @@ def _check_port(bind: str) -> None:
         'free one)')
 
 
-def join(compute: ml_collections.ConfigDict) -> None:
+def join(compute: ComputeSettings) -> None:
   """Joins the processes of a multi-process run (JAX's multi-controller engine): every process
   runs the same program on its own devices, and together they see all devices. Unset fields come
   from the cluster's environment (SLURM, Cloud TPU) as JAX detects it. A loopback coordinator
@@ -85,25 +98,25 @@ def own_process() -> None:
   """Called by the command lines, which own their process: configure() then applies the settings
   of `compute` that hold for the whole process (JAX's CPU device count and its persistent
   compilation cache). A library call (train_and_evaluate in a notebook) leaves the process as it
-  found it; apply_process_settings(config) applies them there on request."""
+  found it; fedprox_jax.experiment.configure_process(config) applies them there on request."""
   _OWNED[0] = True
 
 
-def apply_process_settings(c: ml_collections.ConfigDict) -> None:
+def apply_process_settings(compute: ComputeSettings) -> None:
   """Splits the CPU into `compute.cpu_devices` devices and turns on JAX's persistent compilation
   cache in `compute.compilation_cache_dir`, for every later computation of this process.
 
   Lanes are sharded over all devices; on a CPU-only machine, several CPU devices run their lanes
   on separate cores. This must happen before JAX's first computation; later it is only reported.
   """
-  if c.compute.compilation_cache_dir:
+  if compute.compilation_cache_dir:
     # JAX's persistent compilation cache: a repeated run loads its compiled programs instead of
     # compiling them (seconds faster, and without the compiler's memory).
     jax.config.update('jax_compilation_cache_dir',
-                      os.path.expanduser(c.compute.compilation_cache_dir))
+                      os.path.expanduser(compute.compilation_cache_dir))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
     jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  wanted = c.compute.cpu_devices or os.cpu_count() or 1
+  wanted = compute.cpu_devices or os.cpu_count() or 1
   try:
     jax.config.update('jax_num_cpu_devices', wanted)
   except RuntimeError:  # JAX already started (a notebook, a test): keep its devices.
@@ -112,16 +125,16 @@ def apply_process_settings(c: ml_collections.ConfigDict) -> None:
                       jax.device_count(), wanted)
 
 
-def _note_unapplied(c: ml_collections.ConfigDict) -> None:
+def _note_unapplied(compute: ComputeSettings) -> None:
   """Says once, in a library call, which process-wide settings of `compute` were left as found."""
   if _NOTED[0]:
     return
   unapplied = []
-  wanted = c.compute.cpu_devices or os.cpu_count() or 1
+  wanted = compute.cpu_devices or os.cpu_count() or 1
   if jax.devices()[0].platform == 'cpu' and jax.local_device_count() != wanted:
-    unapplied.append(f'compute.cpu_devices={c.compute.cpu_devices} (JAX has '
+    unapplied.append(f'compute.cpu_devices={compute.cpu_devices} (JAX has '
                      f'{jax.local_device_count()} CPU devices)')
-  cache = c.compute.compilation_cache_dir
+  cache = compute.compilation_cache_dir
   if cache and jax.config.jax_compilation_cache_dir != os.path.expanduser(cache):
     unapplied.append(f'compute.compilation_cache_dir={cache!r}')
   if unapplied:
@@ -132,12 +145,12 @@ def _note_unapplied(c: ml_collections.ConfigDict) -> None:
         ' and '.join(unapplied))
 
 
-def configure(c: ml_collections.ConfigDict) -> None:
+def configure(compute: ComputeSettings) -> None:
   """Joins a multi-host job if asked; applies the process-wide settings of `compute` when a
   command line owns the process (own_process), else says which were left as found."""
-  if c.compute.distributed:
-    join(c.compute)
+  if compute.distributed:
+    join(compute)
   if _OWNED[0]:
-    apply_process_settings(c)
+    apply_process_settings(compute)
   else:
-    _note_unapplied(c)
+    _note_unapplied(compute)

@@ -5,12 +5,13 @@ import jax.numpy as jnp
 
 from fedprox_jax.core import model as model_lib
 from fedprox_jax.core.model import ApplyFn
+from fedprox_jax.engine.program_settings import ProgramSettings
 from fedprox_jax.tasks import models
 
 
-def chunk_size(config) -> int:
-  """Examples per evaluation chunk: config.eval.chunk_size, or the model's own (0)."""
-  return config.eval.chunk_size or models.MODELS[config.model.name].eval_chunk
+def chunk_size(program: ProgramSettings) -> int:
+  """Examples per evaluation chunk: the program's eval_chunk, or the model's own (0)."""
+  return program.eval_chunk or models.MODELS[program.model].eval_chunk
 
 
 def _window(i: jax.Array, n: int, chunk: int):

@@ -9,7 +9,6 @@ import os
 from typing import NamedTuple
 
 import jax
-import ml_collections
 
 from fedprox_jax.errors import ConfigError
 
@@ -95,11 +94,12 @@ def devices_now() -> Devices:
                  jax.device_count())
 
 
-def devices_planned(c: ml_collections.ConfigDict) -> Devices | None:
-  """The devices a run of `c` will have, known before JAX starts; None when they will be
-  accelerators (their memory is known once JAX starts: the Simulation checks it then)."""
+def devices_planned(cpu_devices: int) -> Devices | None:
+  """The devices a run will have, known before JAX starts (`cpu_devices`: the CPU devices asked
+  for, 0 = one per core); None when they will be accelerators (their memory is known once JAX
+  starts: the Simulation checks it then)."""
   if _started():
     return devices_now()
   if _accelerator_expected():
     return None
-  return Devices(c.compute.cpu_devices or os.cpu_count() or 1, True, machine_memory(), 'cpu')
+  return Devices(cpu_devices or os.cpu_count() or 1, True, machine_memory(), 'cpu')

@@ -1,11 +1,11 @@
-"""The memory a run holds at its peak, estimated from its config and checked against the machine.
+"""The memory a run holds at its peak, estimated from its settings and checked against the machine.
 
 The estimate adds up, term by term (Term: bytes, where, what, the fix): JAX and its compiler
 (BASE_BYTES); the data while they are loaded or generated, and their host copy; their copies on
 the devices (the CPU's devices share the machine's memory: D devices hold D copies of replicated
 data); the round program's shuffle tables ([J + 1, E, 48] uint32, three of them, on every device),
 its lanes' models and batches, the server states; the clients' states; the evaluation's chunk. It
-is made twice: by validation before the data are loaded (engine/resources.check_config, from the
+is made twice: by validation before the data are loaded (experiment/preflight.py, from the
 data's plan), and by the Simulation once the data are there, before anything reaches a device;
 the compiled programs' own working memory then replaces the formulas' (refine). A run over the
 machine's memory (or an accelerator's) is refused in one line with the estimate and the memory,
@@ -14,14 +14,13 @@ naming the largest need, its fields and the fix (check_memory). Measured peaks o
 """
 from typing import NamedTuple
 
-import ml_collections
-
 from fedprox_jax.core import shuffle
 from fedprox_jax.engine import evaluation
 from fedprox_jax.engine import machine
 from fedprox_jax.engine import model_cost
-from fedprox_jax.engine.data_plan import DataPlan
 from fedprox_jax.engine.machine import Devices
+from fedprox_jax.engine.program_settings import ProgramSettings
+from fedprox_jax.tasks.data_plan import DataPlan
 
 # JAX, the libraries and the compiler's working memory: the measured peak of a tiny run (0.45 to
 # 0.53 GB) rounded up.
@@ -38,33 +37,35 @@ class Term(NamedTuple):
   program: str = ''  # 'round' or 'eval': a compiled program's working memory (refine()).
 
 
-def _client_data_mode(c: ml_collections.ConfigDict, data: DataPlan, devices: Devices,
+def _client_data_mode(program: ProgramSettings, data: DataPlan, devices: Devices,
                       num_runs: int) -> str:
   """cohort_rows.choose for devices that JAX has not started."""
   from fedprox_jax.engine import cohort_rows  # pylint: disable=g-import-not-at-top
-  if c.compute.client_data != 'auto':
-    return c.compute.client_data
+  if program.client_data != 'auto':
+    return program.client_data
   small = num_runs * data.cohort_rows <= cohort_rows.AUTO_SHARE * data.train_rows
   return 'per_round' if devices.cpu and devices.count > 1 and small else 'replicated'
 
 
-def estimate(c: ml_collections.ConfigDict,
+def estimate(program: ProgramSettings,
+             cost: model_cost.ModelCost,
              data: DataPlan,
              devices: Devices,
              num_runs: int,
              lanes: int,
              batch: int,
              mode: str | None = None,
-             num_clients: int | None = None) -> list[Term]:
-  """The memory that R = num_runs runs of `c` hold, term by term (bytes, where, what, fix)."""
-  r, e = num_runs, c.client.local_epochs
-  jobs = r * c.clients_per_round + 1  # And the empty job.
-  cost = model_cost.for_config(c)
-  mode = mode or _client_data_mode(c, data, devices, r)
+             num_clients: int = 0) -> list[Term]:
+  """The memory that R = num_runs runs of `program` hold, term by term (bytes, where, what, fix),
+  with `cost` its model's (engine/model_cost.py) and `num_clients` the population."""
+  p, r, e = program, num_runs, program.local_epochs
+  n = p.name
+  jobs = r * p.clients_per_round + 1  # And the empty job.
+  mode = mode or _client_data_mode(p, data, devices, r)
   per_device = -(-lanes // max(devices.everywhere or devices.count, 1))  # Lanes on each device.
-  num_clients = c.data.get('num_clients', 0) if num_clients is None else num_clients
-  lanes_fix = 'lower compute.num_lanes (0 chooses)'
+  lanes_fix = f'lower {n("num_lanes")} (0 chooses)'
   client_jobs = machine.count_text(jobs - 1, 'client job')
+  runs_fix = f'use fewer runs per chunk ({n("runs_per_chunk")})'
   terms = [
       Term(BASE_BYTES, 'host', 'JAX, its compiler and the libraries', 'use a larger machine'),
       Term(data.load_bytes, 'load', f'the data ({data.described}) while loaded', data.fix),
@@ -74,56 +75,55 @@ def estimate(c: ml_collections.ConfigDict,
       Term((data.eval_rows + data.train_rows) * 4 + data.eval_rows * data.row_bytes +
            data.other_bytes, 'first', f'the evaluation\'s copy of the data ({data.described})',
            data.fix),
-      Term(2 * r * cost.server_bytes, 'each', f'the server states of {r} run(s)',
-           'use fewer runs per chunk (sweep.max_runs_per_chunk)'),
+      Term(2 * r * cost.server_bytes, 'each', f'the server states of {r} run(s)', runs_fix),
       Term(3 * jobs * e * shuffle.SWAP_OR_NOT_ROUNDS * 4, 'each',
-           f'the shuffle tables of {client_jobs} x client.local_epochs = {e:,}',
-           'lower client.local_epochs or clients_per_round', 'round'),
-      Term(per_device * jobs * 16, 'each', f'the job lists of compute.num_lanes = {lanes:,} lanes',
+           f'the shuffle tables of {client_jobs} x {n("local_epochs")} = {e:,}',
+           f'lower {n("local_epochs")} or {n("clients_per_round")}', 'round'),
+      Term(per_device * jobs * 16, 'each', f'the job lists of {n("num_lanes")} = {lanes:,} lanes',
            lanes_fix, 'round'),
       Term(
           per_device * (LANE_MODEL_COPIES * cost.param_bytes + 2 * r * cost.upload_bytes +
                         2 * jobs * cost.client_state_bytes), 'each',
-          f'the models of compute.num_lanes = {lanes:,} lanes', lanes_fix, 'round'),
+          f'the models of {n("num_lanes")} = {lanes:,} lanes', lanes_fix, 'round'),
       Term(per_device * batch * (data.row_bytes + 2 * cost.example_bytes), 'each',
-           f'{lanes:,} lanes\' batches of client.batch_size = {batch:,} examples',
-           'lower client.batch_size or compute.num_lanes', 'round'),
+           f'{lanes:,} lanes\' batches of {n("batch_size")} = {batch:,} examples',
+           f'lower {n("batch_size")} or {n("num_lanes")}', 'round'),
   ]
   if mode == 'replicated':
     terms.append(
         Term(data.train_rows * data.row_bytes + 8 * num_clients + data.other_bytes, 'each',
              f'the clients\' data ({data.described})',
-             ('lower compute.cpu_devices, or set compute.client_data=per_round'
+             (f'lower {n("cpu_devices")}, or set {n("client_data")}=per_round'
               if devices.cpu and devices.count > 1 else data.fix)))
   else:
     terms += [
         Term(data.train_rows * data.row_bytes + 8 * num_clients, 'first',
              f'the clients\' data ({data.described})', data.fix),
         Term(2 * r * data.cohort_rows * data.row_bytes + data.other_bytes, 'each',
-             'the cohort\'s rows gathered each round', 'lower clients_per_round'),
+             'the cohort\'s rows gathered each round', f'lower {n("clients_per_round")}'),
     ]
-  chunk = min(evaluation.chunk_size(c), max(data.train_rows, 1))
+  chunk = min(evaluation.chunk_size(p), max(data.train_rows, 1))
   terms.append(
       Term(r * chunk * (data.row_bytes + cost.eval_example_bytes), 'first',
-           f'the evaluation\'s chunks of {chunk:,} examples', 'lower eval.chunk_size (0 chooses)',
-           'eval'))
+           f'the evaluation\'s chunks of {chunk:,} examples',
+           f'lower {n("eval_chunk")} (0 chooses)', 'eval'))
   # The spread of the clients' local test accuracies: per run, every client's sum of correct
   # predictions, its accuracy, and their masked and sorted copies ([clients, R] float32 each).
   terms.append(
       Term(4 * 4 * r * num_clients, 'first',
            f'the local test accuracies of {num_clients:,} clients', data.fix, 'eval'))
-  if c.eval.dissimilarity:  # A gradient sum per client, and a chunk of per-example gradients.
+  if p.eval_dissimilarity:  # A gradient sum per client, and a chunk of per-example gradients.
     terms.append(
         Term((3 * num_clients + min(chunk, 1024)) * cost.param_bytes, 'first',
              f'the dissimilarity\'s gradients of {num_clients:,} clients',
-             'set eval.dissimilarity=False', 'eval'))
+             f'set {n("eval_dissimilarity")}=False', 'eval'))
   if cost.client_state_bytes:
     terms.append(
         Term(r * num_clients * cost.client_state_bytes, 'first',
-             f'{c.algorithm.name}\'s state of each of {num_clients:,} clients',
-             'use fewer clients, or fewer runs per chunk (sweep.max_runs_per_chunk)'))
+             f'{p.algorithm}\'s state of each of {num_clients:,} clients',
+             f'use fewer clients, or fewer runs per chunk ({n("runs_per_chunk")})'))
   if r > 1:  # A sweep's chunk: fewer runs side by side need less of all that the runs hold.
-    chunks = 'sweep.max_runs_per_chunk'
+    chunks = n('runs_per_chunk')
     terms = [
         t._replace(fix=f'{t.fix}, or fewer runs per chunk ({chunks})')
         if t.place != 'load' and chunks not in t.fix else t for t in terms

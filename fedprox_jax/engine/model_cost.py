@@ -1,4 +1,4 @@
-"""What a config's model costs in memory: one model's parameters, the values an example's forward
+"""What a program's model costs in memory: one model's parameters, the values an example's forward
 pass makes, a client's upload, the algorithm's per-client state and a run's server state; from
 shapes alone (nothing runs, so JAX's devices can still be configured afterwards).
 """
@@ -7,11 +7,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from fedprox_jax import algorithms
-from fedprox_jax import tasks
+from fedprox_jax.engine.program_settings import ProgramSettings
+from fedprox_jax.engine.run_settings import RunSettings
 from fedprox_jax.tasks import models
 
 
@@ -95,12 +95,11 @@ def _model_cost(model: str, options: tuple, num_classes: int, input_dim: int, al
                    server_bytes=_nbytes(params) + _nbytes(server) + _nbytes(state))
 
 
-def for_config(c: ml_collections.ConfigDict) -> ModelCost:
-  """The cost of the model, algorithm and server optimizer of `c`."""
-  from fedprox_jax.engine import run_settings  # pylint: disable=g-import-not-at-top
-  num_classes, input_dim = tasks.model_dims(c.data)
-  options = tuple(sorted(models.options(c.model).items()))
-  settings = run_settings.from_config(c)
-  hp_names = tuple(sorted((k, np.asarray(v).dtype.name) for k, v in settings.hp.items()))
-  return _model_cost(c.model.name, options, num_classes, input_dim, c.algorithm.name,
-                     c.server.optimizer, hp_names, tuple(sorted(settings.fixed.items())))
+def for_program(program: ProgramSettings, run: RunSettings, num_classes: int,
+                input_dim: int) -> ModelCost:
+  """The cost of the program's model, algorithm and server optimizer, for examples of
+  `input_dim` features and `num_classes` classes (`run`: the kinds of its hyperparameters)."""
+  hp_names = tuple(sorted((k, np.asarray(v).dtype.name) for k, v in run.hp.items()))
+  return _model_cost(program.model, program.model_options, num_classes, input_dim,
+                     program.algorithm, program.server_optimizer, hp_names,
+                     tuple(sorted(run.fixed.items())))

@@ -219,20 +219,20 @@ def share(tree):
   return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(tree))
 
 
-def join(config) -> None:
-  """Joins the run's processes (if config.compute.distributed) before JAX starts; with several,
+def join(compute: devices.ComputeSettings) -> None:
+  """Joins the run's processes (if compute.distributed) before JAX starts; with several,
   stops are then acted on between rounds only, all processes together, and the others are
   watched."""
-  if config.compute.distributed:
-    stderr_guard.guard_stderr(config.compute.process_id)
-  devices.configure(config)
+  if compute.distributed:
+    stderr_guard.guard_stderr(compute.process_id)
+  devices.configure(compute)
   if count() > 1:
     signals.hold()
     if _watch[0] is None:
       _watch[0] = heartbeats.Watch(_client(),
                                    jax.process_index(),
                                    count(),
-                                   float(config.compute.heartbeat_timeout_s),
+                                   float(compute.heartbeat_timeout_s),
                                    on_lost=end)
       _watch[0].start()
       atexit.register(_ending)  # Runs before JAX's shutdown (registered at its import).

@@ -1,9 +1,10 @@
 """The limits a run is held to before compute, and its refusals in one line.
 
-Memory: check_config estimates, before the data are loaded and before JAX starts, what a run of a
-config holds (engine/memory_estimate.py, from engine/data_plan.py's plan of the data) and refuses
-one over the machine's memory; the Simulation checks again once the data are loaded. An allocation
-that fails anyway is answered in one line (out_of_memory, memory_errors).
+Memory: validation estimates, before the data are loaded and before JAX starts, what a run of a
+config holds (experiment/preflight.py: engine/memory_estimate.py from the task's plan of the data)
+and refuses one over the machine's memory; the Simulation checks again once the data are loaded.
+An allocation that fails anyway is answered in one line (out_of_memory, memory_errors). Messages
+name settings as the ProgramSettings' `name` does (the config's fields, from the experiment layer).
 
 Counts. The device counts local steps, lane loads and rows in int32: a run whose counts could pass
 2^31 - 1 is refused (check_rows, check_steps, check_gathered_rows); totals over rounds are summed
@@ -19,15 +20,13 @@ import re
 import types
 
 import jax
-import ml_collections
 import numpy as np
 
-from fedprox_jax.engine import data_plan
 from fedprox_jax.engine import machine
-from fedprox_jax.engine import memory_estimate
-from fedprox_jax.engine.data_plan import DataPlan
 from fedprox_jax.engine.machine import Devices
+from fedprox_jax.engine.program_settings import ProgramSettings
 from fedprox_jax.errors import ConfigError
+from fedprox_jax.tasks.data_plan import DataPlan
 
 INT32_MAX = 2**31 - 1
 # CPU devices a process may split the CPU into (compute.cpu_devices), or its cores if more. Each
@@ -50,41 +49,19 @@ def num_lanes(requested: int, num_jobs: int, devices: Devices) -> int:
       requested, num_jobs, [types.SimpleNamespace(platform=devices.platform)] * devices.count)
 
 
-def check_config(c: ml_collections.ConfigDict, num_runs: int = 1) -> None:
-  """Validation's checks, before the data are loaded and before JAX starts: the int32 counts and
-  the memory, as far as the data's plan (synthetic and MNIST: exact) and the devices allow."""
-  data = data_plan.planned_data(c) or data_plan.NO_DATA
-  batch = batch_size(c.client.batch_size, data.largest)
-  check_rows(data, batch)
-  devices = machine.devices_planned(c)
-  # Accelerators: their lanes are chosen from their count, known once JAX starts; one here.
-  lanes = num_lanes(c.compute.num_lanes, num_runs * c.clients_per_round, devices or
-                    Devices(1, False, 0, 'accelerator'))
-  if devices is None:  # Only the host's part here; the devices' once JAX has started.
-    terms = memory_estimate.estimate(c, data, Devices(1, False, 0, 'accelerator'), num_runs, lanes,
-                                     batch)
-    memory_estimate.check_memory([t for t in terms if t.place in ('load', 'host')],
-                                 Devices(1, False, 2**62, 'accelerator'))
-  else:
-    terms = memory_estimate.estimate(c, data, devices, num_runs, lanes, batch)
-    memory_estimate.check_memory(terms, devices)
-  if data.train_sizes is not None:
-    check_steps(c, data.train_sizes, num_runs, lanes, batch)
-
-
 # --- Counts in int32.
 
 
-def check_rows(data: DataPlan, batch: int) -> None:
+def check_rows(program: ProgramSettings, data: DataPlan, batch: int) -> None:
   """Rows are indexed in int32 on the device, and a client's batch reads positions up to its
   examples + batch - 1."""
   if data.train_rows > INT32_MAX or data.largest + batch - 1 > INT32_MAX:
-    raise ConfigError(f'config.data gives {data.train_rows:,} training examples '
+    raise ConfigError(f'{program.name("data")} gives {data.train_rows:,} training examples '
                       f'({data.described}), more than 2^31 - 1, the most this simulator indexes: '
                       f'{data.fix}')
 
 
-def check_steps(c: ml_collections.ConfigDict, train_sizes: np.ndarray, num_runs: int, lanes: int,
+def check_steps(program: ProgramSettings, train_sizes: np.ndarray, num_runs: int, lanes: int,
                 batch: int) -> None:
   """Refuses local steps that the device's int32 counts would overflow: a client's steps
   (local_epochs x batches), a lane's load, a round's real steps and its steps over all lanes
@@ -94,43 +71,46 @@ def check_steps(c: ml_collections.ConfigDict, train_sizes: np.ndarray, num_runs:
   sizes = np.asarray(train_sizes, np.int64)
   if not len(sizes):
     return
-  e = c.client.local_epochs
+  p, n = program, program.name
+  e = p.local_epochs
   steps = e * -(-sizes // batch)  # int64: below 2^31 x 2^31.
-  k = min(c.clients_per_round, len(sizes))
+  k = min(p.clients_per_round, len(sizes))
   largest = int(steps.max())
   real = num_runs * int(np.sort(steps)[len(steps) - k:].sum())
   if real + lanes * largest <= INT32_MAX:
     return
   job = (f'the largest client, {int(sizes.max()):,} training examples, takes {largest:,} with '
-         f'client.local_epochs = {e:,} and client.batch_size = {c.client.batch_size:,}')
+         f'{n("local_epochs")} = {e:,} and {n("batch_size")} = {p.batch_size:,}')
   if real <= INT32_MAX and lanes * largest > real:  # Mostly idle lanes' steps.
     raise ConfigError(
-        f'config.compute.num_lanes = {lanes:,} lanes would execute up to '
+        f'{n("num_lanes")} = {lanes:,} lanes would execute up to '
         f'{real + lanes * largest:,} lane steps a round ({job}), more than 2^31 - 1 = '
-        f'{INT32_MAX:,}, the most the device counts: lower compute.num_lanes (0 chooses)')
-  raise ConfigError(
-      f'config.client.local_epochs = {e:,} makes rounds of up to {real + lanes * largest:,} '
-      f'local steps ({job}; {machine.count_text(num_runs * k, "client job")} on '
-      f'{machine.count_text(lanes, "lane")}), '
-      f'more than 2^31 - 1 = {INT32_MAX:,}, the most the device counts: lower '
-      'client.local_epochs or clients_per_round, or raise client.batch_size')
+        f'{INT32_MAX:,}, the most the device counts: lower {n("num_lanes")} (0 chooses)')
+  raise ConfigError(f'{n("local_epochs")} = {e:,} makes rounds of up to {real + lanes * largest:,} '
+                    f'local steps ({job}; {machine.count_text(num_runs * k, "client job")} on '
+                    f'{machine.count_text(lanes, "lane")}), '
+                    f'more than 2^31 - 1 = {INT32_MAX:,}, the most the device counts: lower '
+                    f'{n("local_epochs")} or {n("clients_per_round")}, or raise {n("batch_size")}')
 
 
-def check_gathered_rows(num_rows: int) -> None:
-  """The rows a round gathers (compute.client_data=per_round) are counted in int32."""
+def check_gathered_rows(program: ProgramSettings, num_rows: int) -> None:
+  """The rows a round gathers (client_data=per_round) are counted in int32."""
+  n = program.name
   if num_rows > INT32_MAX:
     raise ConfigError(f'a round would gather up to {num_rows:,} rows, more than 2^31 - 1: lower '
-                      'clients_per_round or the runs per program, or set '
-                      'compute.client_data=replicated')
+                      f'{n("clients_per_round")} or the runs per program, or set '
+                      f'{n("client_data")}=replicated')
 
 
 # --- Running out of memory anyway.
 
 
-def out_of_memory(e: BaseException, estimate_bytes: float | None = None) -> ConfigError | None:
+def out_of_memory(e: BaseException,
+                  estimate_bytes: float | None = None,
+                  name: Callable[[str], str] = str) -> ConfigError | None:
   """A ConfigError in one line for an allocation that failed (NumPy's MemoryError and its
   _ArrayMemoryError, XLA's RESOURCE_EXHAUSTED), else None: what a command line prints in place of
-  the traceback."""
+  the traceback. `name` names a setting (ProgramSettings.name)."""
   text = ' '.join(str(e).split())
   if isinstance(e, MemoryError):
     amount = re.search(r'allocate (\S+ \S+) for', text)
@@ -149,18 +129,19 @@ def out_of_memory(e: BaseException, estimate_bytes: float | None = None) -> Conf
            if estimate_bytes else f'this machine has {machine.size_text(machine.machine_memory())}')
   return ConfigError(
       f'ran out of memory{what}: {needs}, which other processes share: free memory, or use fewer '
-      'or smaller clients, fewer lanes (compute.num_lanes), a smaller client.batch_size or '
-      'eval.chunk_size, or fewer compute.cpu_devices')
+      f'or smaller clients, fewer lanes ({name("num_lanes")}), a smaller {name("batch_size")} or '
+      f'{name("eval_chunk")}, or fewer {name("cpu_devices")}')
 
 
 @contextlib.contextmanager
-def memory_errors(estimate_bytes: Callable[[], float | None] | None = None):
+def memory_errors(estimate_bytes: Callable[[], float | None] | None = None,
+                  name: Callable[[str], str] = str):
   """Turns a failed allocation inside into out_of_memory's ConfigError, with the estimate that
   `estimate_bytes()` then gives."""
   try:
     yield
   except (MemoryError, jax.errors.JaxRuntimeError) as e:
-    error = out_of_memory(e, estimate_bytes() if estimate_bytes else None)
+    error = out_of_memory(e, estimate_bytes() if estimate_bytes else None, name)
     if error is None:
       raise
     raise error from None

@@ -10,25 +10,26 @@ import logging
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from fedprox_jax import algorithms
 from fedprox_jax.core import cohort as cohort_lib
 from fedprox_jax.engine import cohort_rows
-from fedprox_jax.engine import data_plan
 from fedprox_jax.engine import evaluation
 from fedprox_jax.engine import machine
 from fedprox_jax.engine import memory_estimate
+from fedprox_jax.engine import model_cost
 from fedprox_jax.engine import placement
 from fedprox_jax.engine import resources
 from fedprox_jax.engine import round_program
 from fedprox_jax.engine import server as server_lib
 from fedprox_jax.engine.client_states import ClientStates
 from fedprox_jax.engine.eval_sample import ClientSample
+from fedprox_jax.engine.program_settings import ProgramSettings
 from fedprox_jax.engine.run_settings import RunSettings
 from fedprox_jax.engine.run_settings import stacked_hp
 from fedprox_jax.errors import ConfigError
+from fedprox_jax.tasks import data_plan
 from fedprox_jax.tasks import models
 from fedprox_jax.tasks.federated_data import FederatedData
 
@@ -42,45 +43,46 @@ def _return_freed_memory() -> None:
 
 
 class Simulation:
-  """Device state and compiled programs for R runs of one configuration's structure.
+  """Device state and compiled programs for R runs of one program's structure (ProgramSettings).
 
   It keeps no reference to the host copy of `data`, which the caller may drop once built.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, data: FederatedData,
-               runs: list[RunSettings]):
-    self.config, self.runs = config, runs
-    c = config
-    if c.clients_per_round > data.num_clients:
-      raise ConfigError(f'config.clients_per_round = {c.clients_per_round} exceeds the '
-                        f'{data.num_clients} clients of config.data')
-    self.algorithm = algorithms.get(c.algorithm.name).with_fixed(runs[0].fixed)
-    self.optimizer = c.server.optimizer
+  def __init__(self, program: ProgramSettings, data: FederatedData, runs: list[RunSettings]):
+    self.program, self.runs = program, runs
+    p = program
+    if p.clients_per_round > data.num_clients:
+      raise ConfigError(f'{p.name("clients_per_round")} = {p.clients_per_round} exceeds the '
+                        f'{data.num_clients} clients of {p.name("data")}')
+    self.algorithm = algorithms.get(p.algorithm).with_fixed(runs[0].fixed)
+    self.optimizer = p.server_optimizer
     # A batch larger than every client is the largest client's: each epoch is one full batch
     # either way, without padding every step to a size no client has.
-    self.batch_size = resources.batch_size(c.client.batch_size, int(np.max(data.train_sizes)))
-    self.layout = placement.make_layout(c.compute.num_lanes, len(runs) * c.clients_per_round)
+    self.batch_size = resources.batch_size(p.batch_size, int(np.max(data.train_sizes)))
+    self.layout = placement.make_layout(p.num_lanes, len(runs) * p.clients_per_round)
     self.num_lanes = self.layout.num_lanes
-    self.client_data_mode = cohort_rows.choose(c.compute.client_data, jax.devices(),
-                                               data.train_sizes, c.clients_per_round, len(runs))
+    self.client_data_mode = cohort_rows.choose(p.client_data, jax.devices(), data.train_sizes,
+                                               p.clients_per_round, len(runs))
     self.memory_estimate = self._check_resources(data)  # Refuses before anything is built.
-    with resources.memory_errors(lambda: self.memory_estimate):
+    with resources.memory_errors(lambda: self.memory_estimate, self.program.name):
       self._build(data)
 
   def _check_resources(self, data: FederatedData) -> float:
     """Refuses counts past int32 and a run over the memory; the estimate of the host's peak."""
-    c, num_runs = self.config, len(self.runs)
-    plan = data_plan.loaded_data(data, c.clients_per_round)
-    resources.check_rows(plan, self.batch_size)
+    p, num_runs = self.program, len(self.runs)
+    plan = data_plan.loaded_data(data, p.clients_per_round,
+                                 f'use fewer or smaller clients ({p.name("data")})')
+    resources.check_rows(p, plan, self.batch_size)
     self._devices = machine.devices_now()
-    self._memory_terms = memory_estimate.estimate(c, plan, self._devices, num_runs, self.num_lanes,
-                                                  self.batch_size, self.client_data_mode,
-                                                  data.num_clients)
+    cost = model_cost.for_program(p, self.runs[0], data.num_classes, data.input_dim)
+    self._memory_terms = memory_estimate.estimate(p, cost, plan, self._devices, num_runs,
+                                                  self.num_lanes, self.batch_size,
+                                                  self.client_data_mode, data.num_clients)
     host = memory_estimate.check_memory(self._memory_terms, self._devices)
-    resources.check_steps(c, data.train_sizes, num_runs, self.num_lanes, self.batch_size)
+    resources.check_steps(p, data.train_sizes, num_runs, self.num_lanes, self.batch_size)
     if self.client_data_mode == 'per_round':
       resources.check_gathered_rows(
-          cohort_rows.rows_per_round(data.train_sizes, c.clients_per_round, num_runs))
+          p, cohort_rows.rows_per_round(data.train_sizes, p.clients_per_round, num_runs))
     return host
 
   def _check_compiled(self) -> None:
@@ -101,11 +103,11 @@ class Simulation:
                  machine.size_text(machine.machine_memory()))
 
   def _build(self, data: FederatedData) -> None:
-    c, runs = self.config, self.runs
+    p, runs = self.program, self.runs
     keys = [jax.random.split(jax.random.PRNGKey(r.seed)) for r in runs]
     module_params = [
-        models.create_model(c.model.name, data.num_classes, data.input_dim, k[0],
-                            **models.options(c.model)) for k in keys
+        models.create_model(p.model, data.num_classes, data.input_dim, k[0],
+                            **dict(p.model_options)) for k in keys
     ]
     # Features stay raw on the device (uint8 pixels: a quarter of their float32 size, and a
     # quarter of the bytes that evaluation reads); the model normalises the rows it reads. A
@@ -127,11 +129,11 @@ class Simulation:
         replicated)
     self.client_states = (ClientStates(self.algorithm, initial_params, data.num_clients, replicated)
                           if self.algorithm.init_client_state else None)
-    if self.client_data_mode == 'per_round' and c.compute.client_data == 'auto':
+    if self.client_data_mode == 'per_round' and p.client_data == 'auto':
       logging.info(
           'Client data: held once by each process, the cohort\'s rows gathered each '
-          'round (compute.client_data=per_round; replicated would copy them to each of '
-          'the %d devices)', len(jax.local_devices()))
+          'round (%s=per_round; replicated would copy them to each of the %d devices)',
+          p.name('client_data'), len(jax.local_devices()))
     self.population_weight = jax.device_put(self._population_weight(data.train_sizes), replicated)
     self._sizes = jax.device_put(data.train_sizes, replicated)  # What cohorts are drawn from.
     self.num_clients = data.num_clients
@@ -162,13 +164,13 @@ class Simulation:
   def _compile(self, data: FederatedData) -> None:
     """The programs, compiled from shapes alone before the data reach the device: the compiler's
     working memory is freed by the time the data take theirs (a lower peak)."""
-    c, layout = self.config, self.layout
+    p, layout = self.program, self.layout
     weigh = self.algorithm.client_weights
     sample = jax.vmap(
         lambda key, sizes, h: cohort_lib.sample_cohort(key,
                                                        sizes=sizes,
-                                                       clients_per_round=c.clients_per_round,
-                                                       local_epochs=c.client.local_epochs,
+                                                       clients_per_round=p.clients_per_round,
+                                                       local_epochs=p.local_epochs,
                                                        batch_size=self.batch_size,
                                                        fraction=h['straggler_fraction'],
                                                        fixed_count=h['fixed_straggler_count'],
@@ -191,13 +193,13 @@ class Simulation:
     if self.client_data_mode == 'per_round':
       # The rounds see the cohort's rows alone; the gather reads them on the first device.
       local_shapes = placement.shape_of(placement.host_client_data(data), layout.eval_device)
-      num_rows = cohort_rows.rows_per_round(data.train_sizes, c.clients_per_round, len(self.runs))
+      num_rows = cohort_rows.rows_per_round(data.train_sizes, p.clients_per_round, len(self.runs))
       gather = cohort_rows.make_gather(num_rows)
       self._gather = jax.jit(gather).lower(
           placement.shape_of(cohort_shape.clients, layout.eval_device), local_shapes).compile()
       client_shapes = placement.shape_of(
           jax.eval_shape(gather, cohort_shape.clients, local_shapes)[0], layout.replicated)
-    states_shape = (self.client_states.cohort_shape(c.clients_per_round)
+    states_shape = (self.client_states.cohort_shape(p.clients_per_round)
                     if self.client_states else None)
     self.traces = 0  # How often the round program was traced: once, whatever the cohorts.
     train_cohort = round_program.make_train_cohort(self.algorithm,
@@ -205,7 +207,7 @@ class Simulation:
                                                    self.apply_fn,
                                                    batch_size=self.batch_size,
                                                    num_lanes=self.num_lanes,
-                                                   max_epochs=c.client.local_epochs,
+                                                   max_epochs=p.local_epochs,
                                                    mesh=layout.mesh)
 
     def round_fn(*args):
@@ -217,15 +219,15 @@ class Simulation:
                                                              layout.replicated), states_shape,
                                           client_shapes, self.population_weight).compile()
     eval_shapes = placement.shape_of(placement.eval_sets(data), layout.eval_device)
-    self._eval_sample = (ClientSample(data, c.eval.clients, c.data.seed)
-                         if 0 < c.eval.clients < data.num_clients else None)
-    evaluate = evaluation.make_evaluate(self.apply_fn, evaluation.chunk_size(c), data.num_clients,
-                                        c.eval.dissimilarity)
+    self._eval_sample = (ClientSample(data, p.eval_clients, p.eval_seed)
+                         if 0 < p.eval_clients < data.num_clients else None)
+    evaluate = evaluation.make_evaluate(self.apply_fn, evaluation.chunk_size(p), data.num_clients,
+                                        p.eval_dissimilarity)
     params_shape = jax.device_put(placement.local_copy(self.initial_params), layout.eval_device)
     clients_shape = placement.client_of_rows_shapes(data, layout.eval_device)
     compile_eval = lambda selections: evaluate.lower(params_shape, eval_shapes, clients_shape,
                                                      selections).compile()
-    self._evaluate_all = (compile_eval({}) if not self._eval_sample or c.eval.full_every else None)
+    self._evaluate_all = (compile_eval({}) if not self._eval_sample or p.eval_full_every else None)
     self._evaluate_sample = (compile_eval(self._eval_sample.shapes(layout.eval_device))
                              if self._eval_sample else None)
 
@@ -243,7 +245,7 @@ class Simulation:
 
   def run_round(self, server: server_lib.ServerState, round_index: int, hp: dict | None = None):
     """One round of every run: (new server state [R], stats with [R] entries)."""
-    with resources.memory_errors(lambda: self.memory_estimate):
+    with resources.memory_errors(lambda: self.memory_estimate, self.program.name):
       return self._run_round(server, round_index, hp)
 
   def _run_round(self, server: server_lib.ServerState, round_index: int, hp: dict | None):
@@ -270,17 +272,17 @@ class Simulation:
     return jax.device_put(host_state, self.layout.replicated)
 
   def evaluates_all(self, round_index: int) -> bool:
-    """Whether the evaluation of `round_index` covers every client (else eval.clients of them):
-    always without eval.clients; with it, rounds that are multiples of eval.full_every (a
+    """Whether the evaluation of `round_index` covers every client (else eval_clients of them):
+    always without eval_clients; with it, rounds that are multiples of eval_full_every (a
     schedule of the round alone, so a run extended on resumption records what a longer run
     would)."""
-    every = self.config.eval.full_every
+    every = self.program.eval_full_every
     return not self._eval_sample or (every > 0 and round_index % every == 0)
 
   def evaluate(self, params, round_index: int = 0) -> dict[str, np.ndarray]:
     """Loss and accuracy of every run's global model on each dataset (on the clients drawn for
-    `round_index` with eval.clients, and then how many in 'eval/clients'), as [R] arrays."""
-    with resources.memory_errors(lambda: self.memory_estimate):
+    `round_index` with eval_clients, and then how many in 'eval/clients'), as [R] arrays."""
+    with resources.memory_errors(lambda: self.memory_estimate, self.program.name):
       return self._evaluate(params, round_index)
 
   def _evaluate(self, params, round_index: int) -> dict[str, np.ndarray]:
@@ -292,7 +294,7 @@ class Simulation:
           local_params, self.eval_sets, self._eval_clients,
           jax.device_put(self._eval_sample.draw(round_index), self.layout.eval_device))
     out = {k: np.asarray(v) for k, v in out.items()}
-    if self.config.eval.clients:
+    if self.program.eval_clients:
       evaluated = self.num_clients if self.evaluates_all(round_index) else self._eval_sample.k
       out['eval/clients'] = np.full(len(self.runs), evaluated, np.int32)
     return out

@@ -11,7 +11,7 @@ from fedprox_jax import algorithms
 from fedprox_jax import tasks
 from fedprox_jax.engine import client_states
 from fedprox_jax.engine import evaluation
-from fedprox_jax.engine import run_settings
+from fedprox_jax.experiment import settings
 from fedprox_jax.tasks import models
 
 
@@ -44,7 +44,7 @@ def runs_per_chunk(config: ml_collections.ConfigDict, requested: int) -> int:
   memory = (stats or
             {}).get('bytes_limit') or os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
   lanes = max(config.compute.num_lanes, jax.device_count())
-  eval_chunk = evaluation.chunk_size(config)
+  eval_chunk = evaluation.chunk_size(settings.for_program(config))
   per_run = 4 * num_params * (4 + 2 * lanes) + 4 * eval_chunk * 10 * 3
   # Evaluation chunk activations.
   per_run += 4 * eval_chunk * models.MODELS[config.model.name].eval_activation_floats
@@ -64,7 +64,7 @@ def split(runs: list, requested: int) -> list[Chunk]:
   """The runs grouped by structure (in order of first appearance), each group in chunks."""
   groups: dict[tuple, list] = {}
   for run in runs:
-    groups.setdefault(run_settings.structure(run.config), []).append(run)
+    groups.setdefault(settings.structure(run.config), []).append(run)
   chunks, start = [], 0
   for group in groups.values():
     config = group[0].config

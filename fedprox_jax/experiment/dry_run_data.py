@@ -1,5 +1,5 @@
 """The data of a dry run: as a start would have them, reading only. Their plan where it is exact
-without them (synthetic, MNIST: engine/data_plan.py); a task whose sizes are known once loaded
+without them (synthetic, MNIST: their Task.plan); a task whose sizes are known once loaded
 (Shakespeare) is loaded into memory alone when its files are on this machine, else described."""
 import functools
 import json
@@ -12,9 +12,9 @@ import ml_collections
 
 from fedprox_jax import errors
 from fedprox_jax import tasks
-from fedprox_jax.engine import data_plan
 from fedprox_jax.experiment import program_plan
 from fedprox_jax.tasks import cache
+from fedprox_jax.tasks import data_plan
 from fedprox_jax.tasks import mnist
 from fedprox_jax.tasks import mnist_files
 from fedprox_jax.tasks import shakespeare_fetch
@@ -31,7 +31,7 @@ class DataInfo(NamedTuple):
 def describe(c: ml_collections.ConfigDict) -> DataInfo:
   """The data as a start would have them, reading only."""
   d = c.data
-  plan = data_plan.planned_data(c)
+  plan = tasks.plan(d, c.clients_per_round)
   if d.name == 'synthetic':
     exact = 'exact' if plan.train_sizes is not None else 'an expectation (too many to draw here)'
     examples = plan.train_rows + plan.eval_rows

@@ -10,8 +10,8 @@ import ml_collections
 
 from fedprox_jax import algorithms
 from fedprox_jax import config_fields
-from fedprox_jax.engine import run_settings
 from fedprox_jax.errors import ConfigError
+from fedprox_jax.experiment import settings
 from fedprox_jax.experiment import validation
 
 # Besides the hyperparameters (run_settings), what a run of a sweep may change: the seed, choices
@@ -40,7 +40,7 @@ def with_defaults(sweep: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 def _variable() -> set[str]:
   # Every algorithm's own hyperparameters vary too: traced values, or one program per value.
-  return set(VARIABLE_FIELDS) | set(run_settings.COMMON_HYPERPARAMETERS) | {
+  return set(VARIABLE_FIELDS) | set(settings.COMMON_HYPERPARAMETERS) | {
       f'algorithm.{name}' for name in algorithms.declarations()
   }
 

@@ -26,12 +26,14 @@ from fedprox_jax import tasks
 from fedprox_jax.engine import cohort_rows
 from fedprox_jax.engine import evaluation
 from fedprox_jax.engine import memory_estimate
+from fedprox_jax.engine import model_cost
 from fedprox_jax.engine import placement
 from fedprox_jax.engine import resources
-from fedprox_jax.engine.data_plan import DataPlan
 from fedprox_jax.engine.machine import Devices
 from fedprox_jax.engine.machine import size_text
+from fedprox_jax.experiment import settings
 from fedprox_jax.tasks import models
+from fedprox_jax.tasks.data_plan import DataPlan
 
 # A client step's cost beside its arithmetic: the logistic regression's steps (0.5 MFLOP) took
 # 45 us on the 2-core CPU (44,400 client steps per second on 2 devices).
@@ -86,19 +88,22 @@ def plan(configs: list[ml_collections.ConfigDict], data: DataPlan, devices: Devi
   the program's (as the Simulation's)."""
   c, num_runs = configs[0], len(configs)
   k, e = c.clients_per_round, c.client.local_epochs
+  program = settings.for_program(c)
   batch = resources.batch_size(c.client.batch_size, data.largest)
-  resources.check_rows(data, batch)
+  resources.check_rows(program, data, batch)
   lanes = placement.choose_num_lanes(c.compute.num_lanes, num_runs * k, jax.devices())
   mode = _client_data(c, data, devices, num_runs)
-  terms = memory_estimate.estimate(c, data, devices, num_runs, lanes, batch, mode, num_clients)
+  num_classes, input_dim = tasks.model_dims(c.data)
+  cost = model_cost.for_program(program, settings.for_run(c), num_classes, input_dim)
+  terms = memory_estimate.estimate(program, cost, data, devices, num_runs, lanes, batch, mode,
+                                   num_clients)
   host = memory_estimate.check_memory(terms, devices)
   _, device, placed = memory_estimate.peak(terms, devices)
   if data.train_sizes is not None:
-    resources.check_steps(c, data.train_sizes, num_runs, lanes, batch)
+    resources.check_steps(program, data.train_sizes, num_runs, lanes, batch)
   if mode == 'per_round':
-    resources.check_gathered_rows(num_runs * data.cohort_rows)
+    resources.check_gathered_rows(program, num_runs * data.cohort_rows)
   largest_bytes, largest = max(placed, key=lambda p: p[0])
-  _, input_dim = tasks.model_dims(c.data)
   runs = 'the run' if num_runs == 1 else f'{num_runs} runs'
   clamped = f' (client.batch_size = {c.client.batch_size}: no client has more)' if (
       batch < c.client.batch_size) else ''
@@ -111,7 +116,7 @@ def plan(configs: list[ml_collections.ConfigDict], data: DataPlan, devices: Devi
   if mode == 'per_round':
     programs.append(f'gather: the cohorts\' rows, up to {num_runs * data.cohort_rows:,} a round '
                     '(compute.client_data = per_round)')
-  chunk = evaluation.chunk_size(c)
+  chunk = evaluation.chunk_size(program)
   sampled = 0 < c.eval.clients < num_clients
   if not sampled or c.eval.full_every:
     programs.append(f'evaluation: the models of {runs} on every client\'s data, {chunk:,} examples '

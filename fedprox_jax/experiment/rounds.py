@@ -4,6 +4,7 @@ import logging
 import time
 
 import jax
+import ml_collections
 import numpy as np
 
 from fedprox_jax import signals
@@ -122,14 +123,14 @@ def _restored_state(restored: Restored, like: dict, mu: np.ndarray, adapted: boo
   return unflat_state(named, like)
 
 
-def _asked_to_adapt(sim: Simulation) -> bool:
+def _asked_to_adapt(config: ml_collections.ConfigDict) -> bool:
   """Whether the runs' configs set algorithm.adaptive_mu (whatever their algorithm reads)."""
-  return bool(sim.config.algorithm.get('adaptive_mu', False))
+  return bool(config.algorithm.get('adaptive_mu', False))
 
 
-def _restore(sim: Simulation, restored: Restored, like: dict):
+def _restore(sim: Simulation, config: ml_collections.ConfigDict, restored: Restored, like: dict):
   """The checkpoint's server state on the simulation's devices, and its round rule's state."""
-  state = _restored_state(restored, like, np.asarray(sim.hp['mu']), _asked_to_adapt(sim))
+  state = _restored_state(restored, like, np.asarray(sim.hp['mu']), _asked_to_adapt(config))
   if state is None:
     raise ConfigError(
         f'the checkpoint of round {restored.round} holds a state of other names or shapes than '
@@ -142,7 +143,7 @@ def _restore(sim: Simulation, restored: Restored, like: dict):
   return sim.place_server(state['server']), rule_state
 
 
-def share_restored(sim: Simulation, restored: Restored | None,
+def share_restored(sim: Simulation, config: ml_collections.ConfigDict, restored: Restored | None,
                    restored_round: int) -> Restored | None:
   """In a run of several processes, what the leader restored (`restored`), in every process: the
   others pass the restored round it announced, and get the state (the leader's own is returned
@@ -151,7 +152,7 @@ def share_restored(sim: Simulation, restored: Restored | None,
     return restored
   like = _template(sim)
   if processes.is_leader():
-    state = _restored_state(restored, like, np.asarray(sim.hp['mu']), _asked_to_adapt(sim))
+    state = _restored_state(restored, like, np.asarray(sim.hp['mu']), _asked_to_adapt(config))
     processes.share(like if state is None else state)  # _restore then names the mismatch.
     return restored
   state = processes.share(like)
@@ -159,17 +160,19 @@ def share_restored(sim: Simulation, restored: Restored | None,
 
 
 def run_rounds(sim: Simulation,
+               config: ml_collections.ConfigDict,
                writers: Sequence[RunWriter],
                labels: Sequence[str],
                checkpoints: Checkpoints | None = None,
                restored: Restored | None = None,
                data_stats: dict | None = None,
                later_run_rounds: int = 0) -> dict:
-  """Advances every run of `sim` to round config.num_rounds, writing a record per evaluation,
+  """Advances every run of `sim` (a program of `config`'s, which gives the rounds, evaluations and
+  round rule asked for) to round config.num_rounds, writing a record per evaluation,
   from `restored` (a checkpoint) if given, saving checkpoints as it goes; returns the progress
   (program totals and round times) of all the rounds, those before `restored` included. The
   ETA counts `later_run_rounds` more (a sweep's chunks to come, in rounds times runs)."""
-  c = sim.config
+  c = config
   evaluate_at = evaluation_rounds(c.num_rounds, c.eval_every)
   rule = sim.algorithm.round_rule
   enabled = np.asarray(sim.hp[rule.enabled_by], bool) if rule else None
@@ -177,7 +180,7 @@ def run_rounds(sim: Simulation,
   rule_state = _initial_rule_state(sim)
   progress = new_progress(sim.num_lanes, data_stats or {})
   if restored:
-    server, rule_state = _restore(sim, restored, _template(sim))
+    server, rule_state = _restore(sim, c, restored, _template(sim))
     first = restored.round + 1
     if restored.progress:
       progress.update({k: v for k, v in restored.progress.items() if k != 'num_lanes'})
@@ -210,8 +213,9 @@ def run_rounds(sim: Simulation,
         round_times.append(time.perf_counter() - tick)
       with signals.deferred():  # The round's record and checkpoint are written whole.
         if r in evaluate_at:
-          metrics = _evaluate_and_write(sim, server.params, r, stats, np.asarray(hp['mu']),
-                                        round_times, writers, labels, start, eta)
+          metrics = _evaluate_and_write(sim, c.num_rounds, server.params, r, stats,
+                                        np.asarray(hp['mu']), round_times, writers, labels, start,
+                                        eta)
           if rule and enabled.any():  # Validation guarantees an evaluation every round.
             rule_state = rule.update(rule_state, metrics[rule.metric], enabled)
             hp = sim.with_hp(rule.hyperparameters(rule_state))
@@ -245,8 +249,8 @@ def _interrupted_message(done: int, checkpoints: Checkpoints | None) -> str:
   return f'interrupted {when}; rerun the same command to resume ({since})'
 
 
-def _evaluate_and_write(sim: Simulation, params, r: int, stats: dict, mu: np.ndarray,
-                        round_times: list[float], writers: Sequence[RunWriter],
+def _evaluate_and_write(sim: Simulation, num_rounds: int, params, r: int, stats: dict,
+                        mu: np.ndarray, round_times: list[float], writers: Sequence[RunWriter],
                         labels: Sequence[str], start: float, eta: Eta) -> dict[str, np.ndarray]:
   """Evaluates every run's model, writes its record and logs a progress line with an ETA."""
   metrics = sim.evaluate(params, r)
@@ -265,8 +269,8 @@ def _evaluate_and_write(sim: Simulation, params, r: int, stats: dict, mu: np.nda
     writer.write(record)
   shown = ' '.join(f'{k} {float(np.mean(v)):.4f}' for k, v in metrics.items()
                    if k in ('train/loss', 'test/accuracy', 'local_test/accuracy'))
-  logging.info('round %d/%d  %s  %.4f s/round  ETA %s', r, sim.config.num_rounds, shown,
-               eta.per_round(), _format_eta(eta.seconds_left(r)))
+  logging.info('round %d/%d  %s  %.4f s/round  ETA %s', r, num_rounds, shown, eta.per_round(),
+               _format_eta(eta.seconds_left(r)))
   return metrics
 
 

@@ -7,10 +7,9 @@ import ml_collections
 from fedprox_jax import quiet
 from fedprox_jax import tasks
 from fedprox_jax.engine import processes
-from fedprox_jax.engine import run_settings
-from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.errors import ConfigError
 from fedprox_jax.experiment import rounds
+from fedprox_jax.experiment import settings
 from fedprox_jax.experiment import validation
 from fedprox_jax.experiment.checkpoint_state import earlier_fingerprints
 from fedprox_jax.experiment.checkpoint_state import fingerprint
@@ -55,7 +54,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None,
                         overwrite: bool) -> list[dict]:
   validation.validate(config)
   validation.warn_unused(config)
-  processes.join(config)
+  processes.join(settings.for_compute(config))
   if not processes.is_leader():  # The leader alone touches the workdir.
     status, restored_round = processes.hear()
     if status == processes.COMPLETE:
@@ -114,11 +113,12 @@ def _train(config: ml_collections.ConfigDict,
   logging.info(
       'Partition: %s',
       ', '.join(f'{k} {v:.1f}' if isinstance(v, float) else f'{k} {v}' for k, v in stats.items()))
-  sim = Simulation(config, data, [run_settings.from_config(config)])
+  sim = settings.simulation(config, data, [settings.for_run(config)])
   del data  # The device holds what the rounds need.
-  restored = rounds.share_restored(sim, restored, restored_round)
+  restored = rounds.share_restored(sim, config, restored, restored_round)
   before = restored.progress['wall_s'] if restored and restored.progress else 0.0
-  progress = rounds.run_rounds(sim, [writer], [config.algorithm.name], checkpoints, restored, stats)
+  progress = rounds.run_rounds(sim, config, [writer], [config.algorithm.name], checkpoints,
+                               restored, stats)
   summary = rounds.summarize(writer.records, progress)
   writer.close(summary)
   here = progress['wall_s'] - before

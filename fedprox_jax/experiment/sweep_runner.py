@@ -13,12 +13,11 @@ import ml_collections
 from fedprox_jax import quiet
 from fedprox_jax import tasks
 from fedprox_jax.engine import processes
-from fedprox_jax.engine import run_settings
-from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.errors import WriteError
 from fedprox_jax.experiment import chunks as chunks_lib
 from fedprox_jax.experiment import grid
 from fedprox_jax.experiment import rounds
+from fedprox_jax.experiment import settings
 from fedprox_jax.experiment import single_run
 from fedprox_jax.experiment import sweep_results
 from fedprox_jax.experiment.checkpoint_state import earlier_fingerprints
@@ -55,7 +54,7 @@ def _run_sweep(base: ml_collections.ConfigDict, sweep: ml_collections.ConfigDict
                workdir: str | None, overwrite: bool) -> dict[str, list[dict]]:
   sweep = grid.with_defaults(sweep)
   base, runs = grid.prepare(base, sweep)
-  processes.join(base)
+  processes.join(settings.for_compute(base))
   with processes.telling_failure():
     if not workdir or not processes.is_leader():  # The leader alone touches the workdir.
       return _run_chunks(base, sweep, runs, None)
@@ -116,13 +115,13 @@ def _run_chunks(base, sweep, runs, root: pathlib.Path | None) -> dict[str, list[
         data = tasks.load(base.data)
       # The others load the data once the leader has (from the cache it filled).
       processes.announce(processes.START, restored.round if restored else -1)
-      sim = Simulation(chunk.runs[0].config, data,
-                       [run_settings.from_config(run.config) for run in chunk.runs])
-      restored = rounds.share_restored(sim, restored, restored_round)
+      config = chunk.runs[0].config
+      sim = settings.simulation(config, data, [settings.for_run(run.config) for run in chunk.runs])
+      restored = rounds.share_restored(sim, config, restored, restored_round)
       try:
         later = sum(len(c.runs) for c in chunks[i + 1:]) * base.num_rounds
-        progress = rounds.run_rounds(sim, writers, [run.name for run in chunk.runs], checkpoints[i],
-                                     restored, data.statistics(), later)
+        progress = rounds.run_rounds(sim, config, writers, [run.name for run in chunk.runs],
+                                     checkpoints[i], restored, data.statistics(), later)
       except BaseException:
         for writer in writers:
           writer.abort()

@@ -15,7 +15,8 @@ from fedprox_jax.engine import client_states
 from fedprox_jax.engine import cohort_rows
 from fedprox_jax.engine import model_cost
 from fedprox_jax.engine import resources
-from fedprox_jax.engine import run_settings
+from fedprox_jax.experiment import preflight
+from fedprox_jax.experiment import settings
 from fedprox_jax.experiment import sweep_results
 from fedprox_jax.tasks import models
 
@@ -84,7 +85,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   require(c.compute.num_lanes >= 0, 'compute.num_lanes',
           f'= {c.compute.num_lanes} must be >= 0 (0 chooses)')
   check_client_state_fits(c, num_runs=1)
-  resources.check_config(c, num_runs=1)
+  preflight.check_config(c, num_runs=1)
 
 
 def _validate_algorithm(c: ml_collections.ConfigDict) -> None:
@@ -138,7 +139,7 @@ def check_declarations() -> None:
   """Refuses an algorithm's own hyperparameter (algorithms/base.Hyperparameter) that would take
   the place of a field, a hyperparameter or a results.csv column every run has, or that a
   program cannot carry; raises TypeError naming the algorithm, like the registry."""
-  taken = set(ALGORITHM_FIELDS) | run_settings.taken_keys() | set(sweep_results.COLUMNS)
+  taken = set(ALGORITHM_FIELDS) | settings.taken_keys() | set(sweep_results.COLUMNS)
   taken |= {'run', 'arm', 'series', 'round'}
   for algorithm in algorithms.ALGORITHMS.values():
     for h in algorithm.hyperparameters:
@@ -208,5 +209,8 @@ def check_client_state_fits(c: ml_collections.ConfigDict, num_runs: int) -> None
   if algorithm.init_client_state is None or 'num_clients' not in c.data:
     return  # (A task that knows its clients once loaded is checked then, by ClientStates.)
   # From shapes, traced once per model and algorithm (not once per run of a sweep).
-  needed = model_cost.for_config(c).client_state_bytes * num_runs * c.data.num_clients
+  num_classes, input_dim = tasks.model_dims(c.data)
+  cost = model_cost.for_program(settings.for_program(c), settings.for_run(c), num_classes,
+                                input_dim)
+  needed = cost.client_state_bytes * num_runs * c.data.num_clients
   client_states.check_fits(algorithm, needed, num_runs)

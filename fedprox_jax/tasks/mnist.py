@@ -4,14 +4,18 @@ The partition is cached as a `.npz` keyed by a hash of the fields that shape it,
 neither prepares TFDS again nor imports TensorFlow. A cache that cannot be read is rebuilt.
 """
 
+import functools
+
 import ml_collections
 import numpy as np
 
 from fedprox_jax import config_fields
 from fedprox_jax.config_fields import require
 from fedprox_jax.tasks import cache
+from fedprox_jax.tasks import data_plan
 from fedprox_jax.tasks import mnist_files
 from fedprox_jax.tasks import partition
+from fedprox_jax.tasks.data_plan import DataPlan
 from fedprox_jax.tasks.federated_data import FederatedData
 from fedprox_jax.tasks.federated_data import check_partition
 from fedprox_jax.tasks.federated_data import local_splits
@@ -130,4 +134,45 @@ def load(c: ml_collections.ConfigDict) -> FederatedData:
                        feature_scale=scale)
 
 
-TASK = Task(name='mnist', validate=validate, load=load, model_dims=lambda c: (10, 28 * 28))
+@functools.lru_cache(maxsize=16)
+def _mnist_sizes(pool: str, num_clients: int, labels_per_client: int, examples_per_label: int,
+                 sigma: float, seed: int) -> np.ndarray:
+  """The partition's sizes: they depend on the pool's class counts alone, not on the images."""
+  counts = np.asarray(mnist_files.CLASS_COUNTS['train'])
+  if pool == 'all':
+    counts = counts + np.asarray(mnist_files.CLASS_COUNTS['test'])
+  clients = partition.power_law_partition(np.repeat(np.arange(10), counts),
+                                          num_clients=num_clients,
+                                          labels_per_client=labels_per_client,
+                                          examples_per_label=examples_per_label,
+                                          sigma=sigma,
+                                          seed=seed)
+  return np.array([len(i) for i in clients], np.int64)
+
+
+def plan(d: ml_collections.ConfigDict, clients_per_round: int) -> DataPlan:
+  """MNIST's 784 uint8 pixels an example, for the partition's own sizes (no image read)."""
+  sizes = _mnist_sizes(d.pool, d.num_clients, d.labels_per_client, d.examples_per_label,
+                       d.lognormal_sigma, d.seed)
+  train = (d.train_fraction * sizes).astype(np.int64)
+  test = 0 if d.pool == 'all' else sum(mnist_files.CLASS_COUNTS['test'])
+  row = 28 * 28 + 4
+  k = min(clients_per_round, len(train))
+  return DataPlan(
+      train_rows=int(train.sum()),
+      eval_rows=int(sizes.sum() - train.sum()) + test,
+      row_bytes=row,
+      other_bytes=0,
+      largest=int(train.max()),
+      cohort_rows=int(np.sort(train)[len(train) - k:].sum()),
+      load_bytes=3 * (int(sizes.sum()) + test) * row,  # Images, partition, copies.
+      described=f'{int(sizes.sum()) + test:,} MNIST images',
+      fix=data_plan.DATA_FIX,
+      train_sizes=train)
+
+
+TASK = Task(name='mnist',
+            validate=validate,
+            load=load,
+            model_dims=lambda c: (10, 28 * 28),
+            plan=plan)

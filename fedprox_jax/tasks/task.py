@@ -4,6 +4,7 @@ from typing import NamedTuple
 
 import ml_collections
 
+from fedprox_jax.tasks.data_plan import DataPlan
 from fedprox_jax.tasks.federated_data import FederatedData
 
 
@@ -14,3 +15,6 @@ class Task(NamedTuple):
   load: Callable[[ml_collections.ConfigDict], FederatedData]  # From config.data.
   # (classes, input features) from config.data, known without loading the data.
   model_dims: Callable[[ml_collections.ConfigDict], tuple[int, int]]
+  # (config.data, clients_per_round) -> what the data will take (tasks/data_plan.py), known
+  # without loading them; None: known once they are loaded.
+  plan: Callable[[ml_collections.ConfigDict, int], DataPlan] | None = None
