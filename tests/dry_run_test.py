@@ -138,14 +138,16 @@ def test_every_sweep_dry_runs_names_its_runs_and_writes_nothing(name, variant, s
   text = dry_run.sweep(base, sweep, str(sandbox / 'workdir'), False, False)
   # The runs, counted plainly: each arm's grid and the shared one, times the repeats.
   sizes = lambda tree: [len(v) for v in config_fields.flatten(tree).values()]
-  expected = sum(
-      math.prod(sizes(arm.get('grid', {})) + sizes(sweep.get('grid', {})))
-      for arm in sweep.arms.values()) * sweep.repeats
+  per_arm = {
+      name: math.prod(sizes(arm.get('grid', {})) + sizes(sweep.get('grid', {}))) * sweep.repeats
+      for name, arm in sweep.arms.items()
+  }
+  expected = sum(per_arm.values())
   listed = text.split('\nRuns: ')[1].split('\nCompiled programs: ')[0].splitlines()[1:]
   names = [line.split(':')[0].strip() for line in listed if not line.startswith('      ')]
   assert f'Runs: {expected} ' in text and len(set(names)) == expected
   for arm in sweep.arms:  # Every run is named by its arm, then its grid values and its seed.
-    assert sum(n.startswith(f'{arm}-') for n in names) == expected // len(sweep.arms)
+    assert sum(n.startswith(f'{arm}-') for n in names) == per_arm[arm]
   _check_report(text, names)
 
 

@@ -25,6 +25,7 @@ from fedprox_jax.experiment import chunks as chunks_lib
 from fedprox_jax.experiment import dry_run_data
 from fedprox_jax.experiment import grid
 from fedprox_jax.experiment import program_plan
+from fedprox_jax.experiment import settings
 from fedprox_jax.experiment import validation
 from fedprox_jax.experiment import workdir as workdir_lib
 
@@ -156,10 +157,8 @@ def _devices(c: ml_collections.ConfigDict) -> machine.Devices:
   """The devices a start would have: in a command line's process, the CPU split into
   compute.cpu_devices (no processes joined, no compilation cache: nothing here would fill it).
   JAX starts here; nothing is compiled."""
-  settings = ml_collections.ConfigDict(c.to_dict())
-  settings.compute.compilation_cache_dir = ''
-  settings.compute.distributed = False
-  devices_lib.configure(settings)
+  devices_lib.configure(
+      settings.for_compute(c)._replace(compilation_cache_dir='', distributed=False))
   if c.compute.distributed:
     logging.warning('compute.distributed: a dry run does not join the other processes; its '
                     'devices and estimates are this process\'s alone')
