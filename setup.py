@@ -26,6 +26,9 @@ setuptools.setup(
         'matplotlib',
         'orbax-checkpoint',  # Atomic, sharding-aware checkpoints of the server state.
         'tensorboardX',  # TensorBoard event files without importing TensorFlow.
+        # Client-level DP's accounting (RDP of sampling without replacement, calibration):
+        # Google's accountant, pinned so that recorded epsilons stay reproducible.
+        'dp-accounting==0.6.0',
         'tensorflow-datasets>=4.9.6',
         'importlib_resources',  # tensorflow-datasets imports it without declaring it.
         'tensorflow-cpu>=2.16',  # Only to prepare MNIST with TFDS, once; the cache skips it.

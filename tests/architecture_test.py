@@ -89,7 +89,10 @@ def test_the_engine_names_settings_as_its_maker_says():
 def test_every_program_setting_comes_from_a_config_field():
   c = tiny_config(**{'eval.clients': 7, 'compute.num_lanes': 4, 'client.local_epochs': 3})
   program = settings.for_program(c)
-  assert set(settings.PROGRAM_FIELDS) | {'model_options', 'names'} == set(
+  assert set(settings.PROGRAM_FIELDS) | {'model_options', 'names', 'aggregation'} == set(
       ProgramSettings.__dataclass_fields__)
   assert (program.eval_clients, program.num_lanes, program.local_epochs) == (7, 4, 3)
+  assert program.aggregation == ()  # The stages follow their config fields.
+  private = settings.for_program(tiny_config(**{'privacy.clip_norm': 1.0}))
+  assert private.aggregation == ('clip', 'gaussian_noise')
   assert program.name('num_lanes') == 'compute.num_lanes'

@@ -5,11 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedprox_jax import aggregation
 from fedprox_jax import algorithms
 from fedprox_jax.core import cohort as cohort_lib
 from fedprox_jax.core import packing
 from fedprox_jax.engine import round_program
 from fedprox_jax.engine import server as server_lib
+from fedprox_jax.engine import simulation
 from tests.reference_runs import BATCH
 from tests.reference_runs import round_cohort
 
@@ -39,10 +41,15 @@ def packed_rounds(name: str,
                   data,
                   rounds: int = 3,
                   num_lanes: int = 3,
-                  cohorts=None):
-  """`rounds` packed rounds of algorithm `name` (server SGD) from `params` [R, ...]; returns the
-  server state and every client's state [R, N, ...] (None without client state)."""
+                  cohorts=None,
+                  stages=(),
+                  seed: int = 0):
+  """`rounds` packed rounds of algorithm `name` (server SGD) from `params` [R, ...] through the
+  aggregation stages named in `stages` (their hyperparameters in `settings`, their keys drawn
+  from `seed` and the round); returns the server state and every client's state [R, N, ...]
+  (None without client state)."""
   algorithm = algorithms.get(name)
+  stages = aggregation.chain(stages)
   hp = full_hp(settings)
   x, y, offsets, sizes = data
   train = jax.jit(
@@ -51,10 +58,12 @@ def packed_rounds(name: str,
                                       apply_fn,
                                       batch_size=BATCH,
                                       num_lanes=num_lanes,
-                                      max_epochs=3))
+                                      max_epochs=3,
+                                      stages=stages))
   client_data = packing.ClientData(*map(jnp.asarray, (x, y, offsets, sizes)))
-  server = server_lib.init(algorithm, 'sgd', jax.tree.map(jnp.asarray, params), hp)
+  server = server_lib.init(algorithm, 'sgd', jax.tree.map(jnp.asarray, params), hp, stages)
   runs = len(settings['learning_rate'])
+  run_keys = jax.random.split(jax.random.PRNGKey(seed), runs)
   store = None
   if algorithm.init_client_state is not None:  # Each run's clients from its initial model.
     first = jax.vmap(algorithm.init_client_state)(jax.tree.map(jnp.asarray, params))
@@ -66,7 +75,8 @@ def packed_rounds(name: str,
     clients = np.asarray(cohort.clients)
     gathered = None if store is None else jax.tree.map(
         lambda a: np.stack([a[r, clients[r]] for r in range(runs)]), store)
-    server, new_states, stats = train(server, hp, cohort, gathered, client_data, population)
+    server, new_states, stats = train(server, hp, cohort, gathered, client_data, population,
+                                      simulation.stage_keys(t, run_keys))
     assert np.asarray(stats['finite']).all()
     if store is not None:
       for r in range(runs):

@@ -26,6 +26,8 @@ parameters after its tau_i local steps:
   None takes config.algorithm.weighting (training examples, batches, or uniform).
 - round_rule: a host-side rule run between rounds that moves hyperparameters (FedProx's adaptive
   mu); None for none.
+- private_refusal: why client-level DP does not hold for it ('' where it does: its server update
+  reads its uploads only through their sums, divided by a count that reads no data).
 
 Aggregation is the engine's (engine/server.py): for each run it sums q_i * upload_i over the clients
 aggregated this round (q_i > 0), masking the others, and hands those sums over with sum_S q_i and
@@ -125,6 +127,10 @@ class Algorithm(NamedTuple):
   # Whether its paper applies Delta_t as it is (server.optimizer sgd at rate 1): another server
   # optimizer or rate runs a variant of it, which the run is warned about.
   paper_server_step: bool = False
+  # Why client-level DP (clipped uploads, noise on their sum, a fixed denominator K) does not
+  # hold for it: '' where its server update is a mean of its clipped uploads, so noise on their
+  # sum bounds what one client moves it by (privacy is refused for it otherwise).
+  private_refusal: str = ''
 
   def structure(self) -> tuple:
     """What makes a program: algorithms with the same functions share one."""

@@ -38,7 +38,11 @@ def server_delta(totals: base.Totals, state, hp):
   return jax.tree.map(lambda d: tau_eff * d, direction), state
 
 
-ALGORITHM = base.Algorithm(name='fednova',
-                           init_state=base.no_state,
-                           upload=upload,
-                           server_delta=server_delta)
+ALGORITHM = base.Algorithm(
+    name='fednova',
+    init_state=base.no_state,
+    private_refusal=(
+        "FedNova divides each upload by its client's number of local steps (which "
+        'depend on its data size) and scales the mean back by their mean: clipping bounds neither'),
+    upload=upload,
+    server_delta=server_delta)

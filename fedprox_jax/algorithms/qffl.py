@@ -54,19 +54,23 @@ def server_delta(totals: base.Totals, state, hp):
   return jax.tree.map(lambda d: jnp.where(h > 0, -d / safe, 0.0), totals.sums['delta']), state
 
 
-ALGORITHM = base.Algorithm(name='qffl',
-                           init_state=base.no_state,
-                           upload=upload,
-                           server_delta=server_delta,
-                           before_steps=before_steps,
-                           paper_server_step=True,
-                           hyperparameters=(
-                               base.Hyperparameter(
-                                   'q', 1.0, lambda v: v >= 0, 'must be >= 0',
-                                   "q-FFL's fairness power: 0 is FedAvg; larger q weighs high-loss "
-                                   'clients more'),
-                               base.Hyperparameter(
-                                   'qffl_lipschitz', 0.0, lambda v: v >= 0, 'must be >= 0',
-                                   "q-FFL's L, the gradients' Lipschitz constant; 0: 1 / "
-                                   'client.learning_rate, as the paper takes it'),
-                           ))
+ALGORITHM = base.Algorithm(
+    name='qffl',
+    init_state=base.no_state,
+    private_refusal=(
+        "q-FFL divides its summed uploads by the clients' summed h_k, which depend on "
+        'their losses: one client moves that denominator, and the update, without bound'),
+    upload=upload,
+    server_delta=server_delta,
+    before_steps=before_steps,
+    paper_server_step=True,
+    hyperparameters=(
+        base.Hyperparameter(
+            'q', 1.0, lambda v: v >= 0, 'must be >= 0',
+            "q-FFL's fairness power: 0 is FedAvg; larger q weighs high-loss "
+            'clients more'),
+        base.Hyperparameter(
+            'qffl_lipschitz', 0.0, lambda v: v >= 0, 'must be >= 0',
+            "q-FFL's L, the gradients' Lipschitz constant; 0: 1 / "
+            'client.learning_rate, as the paper takes it'),
+    ))

@@ -53,6 +53,28 @@ def algorithm_rows() -> tuple[list, list]:
   }) for label, changes in represented] if len(represented) > 1 else [])
 
 
+# Client-level DP (docs/privacy.md) timed against the same algorithm without it, both with the
+# uniform weights that DP takes: (label, config changes), the first of each pair the reference.
+_UNIFORM = {'algorithm.weighting': 'uniform'}
+_DP = {**_UNIFORM, 'privacy.clip_norm': 1.0, 'privacy.noise_multiplier': 1.0}
+PRIVACY_ROWS = (
+    ('fedprox', _UNIFORM),
+    ('dp_fedprox', _DP),
+    ('dp_adaptive', {
+        **_DP, 'privacy.noise_multiplier': 0.8,
+        'privacy.target_quantile': 0.5
+    }),
+    ('scaffold', {
+        **_UNIFORM, 'algorithm.name': 'scaffold',
+        'algorithm.mu': 0.0
+    }),
+    ('dp_scaffold', {
+        **_DP, 'algorithm.name': 'scaffold',
+        'algorithm.mu': 0.0
+    }),
+)
+
+
 def peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -182,6 +204,7 @@ def algorithms(base, num_rounds: int) -> dict:
   devices.configure(settings.for_compute(base))
   default, represented = algorithm_rows()
   out = {'default': _interleaved(base, default, num_rounds, 'fedprox')}
+  out['privacy'] = _interleaved(base, list(PRIVACY_ROWS), num_rounds, 'fedprox')
   if represented:
     out['representation'] = _interleaved(base, represented, min(num_rounds, REPRESENTATION_ROUNDS),
                                          'fedavg')

@@ -52,7 +52,9 @@ def cell(result: dict, key: str, fmt: str) -> str:
 
 def print_algorithms(a: dict) -> None:
   for group, title in (('default', 'algorithms on the default task'),
-                       ('representation', 'algorithms that contrast representations')):
+                       ('representation', 'algorithms that contrast representations'),
+                       ('privacy',
+                        'client-level DP against the same algorithm with uniform weights')):
     if group not in a:
       continue
     g = a[group]
@@ -62,8 +64,12 @@ def print_algorithms(a: dict) -> None:
     print(f'{title}{where}, training round, median of {g["rounds"]} (interleaved):')
     for label, median in g['round_s_median'].items():
       low, high = g['round_s_min_max'][label]
+      # DP's rows read against their own algorithm without DP (the row of its name).
+      against = label.removeprefix('dp_') if group == 'privacy' else g['reference']
+      against = against if against in g['round_s_median'] else g['reference']
+      ratio = median / g['round_s_median'][against]
       print(f'  {label:12s}{median * 1e3:8.2f} ms  (min {low * 1e3:.2f}, max {high * 1e3:.2f})  '
-            f'{g["ratio"][label]:.2f}x {g["reference"]}')
+            f'{ratio:.2f}x {against}')
 
 
 def print_cohorts(results: dict) -> None:

@@ -66,6 +66,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.server.b2 = 0.99  # Second-moment decay of 'adam', 'yogi'.
   c.server.eps = 1e-3  # tau of Reddi et al.: adaptivity of 'adam', 'yogi', 'adagrad'.
 
+  # Client-level differential privacy (DP-FedAvg; docs/privacy.md): off while clip_norm is 0.
+  c.privacy = ml_collections.ConfigDict()
+  c.privacy.clip_norm = 0.0  # C: each client's whole upload scaled to L2 norm <= C; 0: off.
+  c.privacy.noise_multiplier = 0.0  # sigma: N(0, (sigma C)^2) on each run's sum, every round.
+  c.privacy.target_epsilon = 0.0  # > 0: sigma calibrated to reach it in num_rounds (not both).
+  c.privacy.delta = 0.0  # The accountant's delta; 0: N^-1.1 for N clients (below 1/N).
+  c.privacy.target_quantile = 0.0  # gamma > 0: adaptive clipping to this quantile of the norms.
+  c.privacy.clip_learning_rate = 0.2  # eta of adaptive clipping: C <- C exp(-eta (b - gamma)).
+  c.privacy.clipped_count_stddev = 0.0  # sigma_b, the noise on the unclipped count; 0: K / 20.
+
   c.stragglers = ml_collections.ConfigDict()
   c.stragglers.fraction = 0.9  # Share of stragglers among the sampled clients.
   c.stragglers.mode = 'random'  # 'random': each client w.p. fraction (Flower's); 'fixed':

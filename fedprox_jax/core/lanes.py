@@ -3,16 +3,18 @@ lockstep with the other lanes (vmapped), for as many steps as the busiest lane n
 
 At a job boundary a lane resets to the job's run's global parameters. Each step minimises the
 algorithm's local loss (the default: cross-entropy + mu prox) on one batch. When a job ends, the
-lane asks the algorithm for the client's upload and adds q_i * upload to its own sums for the
-job's run (masked where q_i = 0, so a client left out can never inject a NaN), and keeps the
-client's new persistent state, if the algorithm has one. Nothing crosses lanes until the caller
-sums them.
+lane asks the algorithm for the client's upload, passes it through the client sides of the
+aggregation stages (clipping), adds q_i * upload to its own sums for the job's run (masked where
+q_i = 0, so a client left out can never inject a NaN) and the stages' extras to their sums, and
+keeps the client's new persistent state, if the algorithm has one. Nothing crosses lanes until the
+caller sums them.
 """
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from fedprox_jax import aggregation
 from fedprox_jax.algorithms.base import Algorithm
 from fedprox_jax.algorithms.base import Batch
 from fedprox_jax.algorithms.base import ClientResult
@@ -28,6 +30,7 @@ class RunInputs(NamedTuple):
   params: jax.Array  # pytree [R, ...]: the global models
   state: jax.Array  # pytree [R, ...]: the algorithm's server states
   hp: dict  # {name: [R]}: hyperparameters, mu included
+  aggregation: dict = {}  # {stage: [R, ...]}: the aggregation stages' server states
 
 
 def take(tree, i):
@@ -43,19 +46,46 @@ def _result(delta, params, steps, hp, before) -> ClientResult:
                       before)
 
 
-def run_lanes(algorithm: Algorithm, apply_fn, batch_size: int, lane_jobs, lane_start, num_steps,
-              jobs: Jobs, runs: RunInputs, client_states, before, data):
+def _upload_and_extras(algorithm: Algorithm, stages, result: ClientResult, runs: RunInputs, run,
+                       client_state):
+  """(upload, new client state, stage extras) of a job of run `run` whose work is `result`."""
+  hp = take(runs.hp, run)
+  upload, new_state = algorithm.upload(result, take(runs.state, run), client_state, hp)
+  upload, extras = aggregation.client(stages, upload, take(runs.aggregation, run), hp)
+  return upload, new_state, extras
+
+
+def _add(sums, run, w, values):
+  """sums [R, ...] + w * values at `run` (nothing where w = 0: never a NaN from a left-out
+  client)."""
+  return jax.tree.map(lambda a, u: a.at[run].add(jnp.where(w > 0, w * u, 0.0)), sums, values)
+
+
+def run_lanes(algorithm: Algorithm,
+              apply_fn,
+              batch_size: int,
+              lane_jobs,
+              lane_start,
+              num_steps,
+              jobs: Jobs,
+              runs: RunInputs,
+              client_states,
+              before,
+              data,
+              stages=()):
   """Runs lanes [L] for num_steps steps; returns each lane's sums of q_i * upload_i per run
-  ([L, R, ...]) and its jobs' new client states ([L, J + 1, ...], None without client state).
+  ([L, R, ...]) with the stages' extras summed over the aggregated clients ([L, R]), as
+  (sums, extras), and its jobs' new client states ([L, J + 1, ...], None without client state).
   `before` holds each job's before_steps means ([J + 1, ...], None without them)."""
   b = batch_size
   model = model_lib.outputs_of(apply_fn)
   loss_fn = algorithm.local_loss or client.default_loss
   anchor0, hp0 = take(runs.params, 0), take(runs.hp, 0)
   opt_init = client.local_optimizer(hp0['learning_rate'], hp0['weight_decay']).init(anchor0)
-  upload_shape = jax.eval_shape(
-      lambda: algorithm.upload(_result(anchor0, anchor0, jobs.steps[0], hp0, take(before, 0)),
-                               take(runs.state, 0), take(client_states, 0), hp0)[0])
+  upload_shape = jax.eval_shape(lambda: _upload_and_extras(
+      algorithm, stages, _result(anchor0, anchor0, jobs.steps[0], hp0, take(before, 0)), runs, 0,
+      take(client_states, 0)))
+  upload_shape = (upload_shape[0], upload_shape[2])
   num_runs = jax.tree.leaves(runs.params)[0].shape[0]
 
   def lane_step(t, jobs_l, start_l, params, opt_state):
@@ -89,13 +119,13 @@ def run_lanes(algorithm: Algorithm, apply_fn, batch_size: int, lane_jobs, lane_s
     """A job's last step (`end`): the client uploads, into this lane's sums for its run, and its
     new state is kept."""
     run = jobs.run[job]
-    anchor, state, hp = take(runs.params, run), take(runs.state, run), take(runs.hp, run)
-    client_state = take(client_states, job)
+    anchor, hp = take(runs.params, run), take(runs.hp, run)
     delta = jax.tree.map(jnp.subtract, params, anchor)
-    upload, new_state = algorithm.upload(
-        _result(delta, params, jobs.steps[job], hp, take(before, job)), state, client_state, hp)
+    upload, new_state, extras = _upload_and_extras(
+        algorithm, stages, _result(delta, params, jobs.steps[job], hp, take(before, job)), runs,
+        run, take(client_states, job))
     w = jnp.where(end, jobs.weight[job], 0.0)
-    sums = jax.tree.map(lambda a, u: a.at[run].add(jnp.where(w > 0, w * u, 0.0)), sums, upload)
+    sums = (_add(sums[0], run, w, upload), _add(sums[1], run, (w > 0).astype(jnp.float32), extras))
     if states_out is not None:
       states_out = jax.tree.map(lambda o, v: o.at[job].set(jnp.where(end, v, o[job])), states_out,
                                 new_state)
@@ -165,12 +195,18 @@ def before_steps(algorithm: Algorithm, apply_fn, batch_size: int, jobs: Jobs, ru
       sums)
 
 
-def add_idle_uploads(algorithm: Algorithm, jobs: Jobs, runs: RunInputs, client_states, before,
-                     sums):
-  """`sums` [R, ...] plus q_i * upload_i of the aggregated jobs that do no step (no lane runs
-  them): a client with q_i > 0 and no work still uploads what its result gives (delta 0; q-FFL's
-  h_i is not 0). Sampled cohorts have none (every aggregated client does an epoch or more), so
-  this costs a test of the cohort alone, one job at a time where there are some."""
+def add_idle_uploads(algorithm: Algorithm,
+                     jobs: Jobs,
+                     runs: RunInputs,
+                     client_states,
+                     before,
+                     sums,
+                     stages=()):
+  """`sums` ([R, ...] uploads, [R] extras) plus q_i * upload_i of the aggregated jobs that do no
+  step (no lane runs them): a client with q_i > 0 and no work still uploads what its result gives
+  (delta 0; q-FFL's h_i is not 0). Sampled cohorts have none (every aggregated client does an
+  epoch or more), so this costs a test of the cohort alone, one job at a time where there are
+  some."""
   num_jobs = jobs.num_jobs
   idle = (jobs.steps[:num_jobs] == 0) & (jobs.weight[:num_jobs] > 0)
 
@@ -178,10 +214,11 @@ def add_idle_uploads(algorithm: Algorithm, jobs: Jobs, runs: RunInputs, client_s
     run = jobs.run[j]
     anchor, hp = take(runs.params, run), take(runs.hp, run)
     zero = jax.tree.map(jnp.zeros_like, anchor)
-    upload, _ = algorithm.upload(_result(zero, anchor, jobs.steps[j], hp, take(before, j)),
-                                 take(runs.state, run), take(client_states, j), hp)
+    upload, _, extras = _upload_and_extras(
+        algorithm, stages, _result(zero, anchor, jobs.steps[j], hp, take(before, j)), runs, run,
+        take(client_states, j))
     w = jnp.where(idle[j], jobs.weight[j], 0.0)
-    return jax.tree.map(lambda a, u: a.at[run].add(jnp.where(w > 0, w * u, 0.0)), sums, upload)
+    return _add(sums[0], run, w, upload), _add(sums[1], run, (w > 0).astype(jnp.float32), extras)
 
   return jax.lax.cond(idle.any(), lambda s: jax.lax.fori_loop(0, num_jobs, add, s), lambda s: s,
                       sums)

@@ -24,6 +24,7 @@ class ProgramSettings:
   eval_chunk: int = 0  # Examples per evaluation chunk (0: the model's own).
   eval_dissimilarity: bool = False  # Also the paper's gradient dissimilarity.
   eval_seed: int = 0  # Draws the clients each evaluation reads.
+  aggregation: tuple = ()  # Names of the aggregation stages the program runs (aggregation/).
   names: tuple = ()  # (setting, its name in messages) pairs, for these and cpu_devices, data,
 
   #                    runs_per_chunk (the settings that messages advise on).

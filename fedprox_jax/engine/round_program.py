@@ -34,29 +34,37 @@ def make_train_cohort(algorithm: Algorithm,
                       batch_size: int,
                       num_lanes: int,
                       max_epochs: int,
-                      mesh: jax.sharding.Mesh | None = None):
-  """Builds train_cohort(server, hp, cohort, client_states, data, population_weight) ->
-  (server, client_states, stats) for R runs: `client_states` are the cohort's own [R, K, ...] (None
-  without client state); `data` holds at least the cohort's rows, `population_weight` [R] is
-  sum_j q_j over every client (engine/cohort_rows.py: `data` may hold the cohort's rows alone).
+                      mesh: jax.sharding.Mesh | None = None,
+                      stages=()):
+  """Builds train_cohort(server, hp, cohort, client_states, data, population_weight, keys=None)
+  -> (server, client_states, stats) for R runs: `client_states` are the cohort's own [R, K, ...]
+  (None without client state); `data` holds at least the cohort's rows, `population_weight` [R] is
+  sum_j q_j over every client (engine/cohort_rows.py: `data` may hold the cohort's rows alone);
+  `keys` [R] are the aggregation stages' keys of the round (aggregation/), whose stats come back
+  in stats['aggregation'].
 
   With a `mesh` (one axis, 'lanes'), each device runs its share of the lanes as its own loop
   (shard_map): nothing crosses devices until the final sums, and a device's program is the
   single-device one, whatever the model.
   """
 
-  def train_cohort(server: server_lib.ServerState, hp: dict, cohort: Cohort, client_states, data,
-                   population_weight):
+  def train_cohort(server: server_lib.ServerState,
+                   hp: dict,
+                   cohort: Cohort,
+                   client_states,
+                   data,
+                   population_weight,
+                   keys=None):
     num_runs, k = cohort.clients.shape
     num_jobs = num_runs * k
     jobs = packing.make_jobs(cohort, data.sizes, data.offsets, batch_size, max_epochs)
     lane_jobs, lane_start, load = packing.pack_lanes(jobs.steps[:num_jobs], num_lanes)
     num_steps = jnp.max(load)
     job_states = None if client_states is None else _pad_jobs(client_states, num_jobs)
-    runs = lanes_lib.RunInputs(server.params, server.algorithm, hp)
+    runs = lanes_lib.RunInputs(server.params, server.algorithm, hp, server.aggregation)
     before = (lanes_lib.before_steps(algorithm, apply_fn, batch_size, jobs, runs, job_states, data)
               if algorithm.before_steps else None)
-    loop = functools.partial(lanes_lib.run_lanes, algorithm, apply_fn, batch_size)
+    loop = functools.partial(lanes_lib.run_lanes, algorithm, apply_fn, batch_size, stages=stages)
     if mesh is not None:
       lanes, everywhere = jax.sharding.PartitionSpec('lanes'), jax.sharding.PartitionSpec()
       # No collectives inside, so the check of which values vary across devices is off.
@@ -67,12 +75,21 @@ def make_train_cohort(algorithm: Algorithm,
                                      everywhere, everywhere),
                            check_vma=False)
     sums, states_out = loop(lane_jobs, lane_start, num_steps, jobs, runs, job_states, before, data)
-    sums = lanes_lib.add_idle_uploads(algorithm, jobs, runs, job_states, before,
-                                      jax.tree.map(lambda a: a.sum(0), sums))
+    sums, extras = lanes_lib.add_idle_uploads(algorithm, jobs, runs, job_states, before,
+                                              jax.tree.map(lambda a: a.sum(0), sums), stages)
     aggregated = jnp.where(jobs.weight[:num_jobs] > 0, jobs.weight[:num_jobs], 0.0)
     weight = jax.ops.segment_sum(aggregated, jobs.run[:num_jobs], num_runs)
-    new_server = server_lib.update(algorithm, optimizer, server, sums, weight, population_weight,
-                                   hp)
+    new_server, stage_stats = server_lib.update(algorithm,
+                                                optimizer,
+                                                server,
+                                                sums,
+                                                weight,
+                                                population_weight,
+                                                hp,
+                                                stages=stages,
+                                                extras=extras,
+                                                keys=keys,
+                                                cohort_size=k)
     if client_states is not None:  # Each job's state comes from the one lane that ran it.
       # Only the aggregated clients that did some work change theirs (a client left out of the
       # aggregate keeps its state, as it keeps its influence: none).
@@ -89,7 +106,8 @@ def make_train_cohort(algorithm: Algorithm,
                  real_steps=jnp.sum(jobs.steps),
                  finite=finite,
                  stragglers=cohort.stragglers.sum(1),
-                 active_clients=(cohort.weights > 0).sum(1))
+                 active_clients=(cohort.weights > 0).sum(1),
+                 aggregation=stage_stats)
     return new_server, client_states, stats
 
   return train_cohort

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedprox_jax import aggregation
 from fedprox_jax import algorithms
 from fedprox_jax.core import cohort as cohort_lib
 from fedprox_jax.engine import cohort_rows
@@ -42,6 +43,17 @@ def _return_freed_memory() -> None:
     pass
 
 
+# The aggregation stages' keys of a round: fold_in(the run's round key, round), then this stream
+# (the cohort's draws split the round's key instead, so the two never share one).
+AGGREGATION_STREAM = 1
+
+
+def stage_keys(round_index, round_keys):
+  """[R] keys of the aggregation stages (noise) for round `round_index`, from the runs' keys."""
+  per_round = jax.vmap(jax.random.fold_in, in_axes=(0, None))(round_keys, round_index)
+  return jax.vmap(jax.random.fold_in, in_axes=(0, None))(per_round, AGGREGATION_STREAM)
+
+
 class Simulation:
   """Device state and compiled programs for R runs of one program's structure (ProgramSettings).
 
@@ -55,6 +67,7 @@ class Simulation:
       raise ConfigError(f'{p.name("clients_per_round")} = {p.clients_per_round} exceeds the '
                         f'{data.num_clients} clients of {p.name("data")}')
     self.algorithm = algorithms.get(p.algorithm).with_fixed(runs[0].fixed)
+    self.stages = aggregation.chain(p.aggregation)
     self.optimizer = p.server_optimizer
     # A batch larger than every client is the largest client's: each epoch is one full batch
     # either way, without padding every step to a size no client has.
@@ -124,9 +137,8 @@ class Simulation:
                                                replicated)
     initial_params = placement.stack([p for _, p in module_params])
     self.initial_server = jax.device_put(
-        jax.jit(lambda p, h: server_lib.init(self.algorithm, self.optimizer, p, h))(initial_params,
-                                                                                    self.hp),
-        replicated)
+        jax.jit(lambda p, h: server_lib.init(self.algorithm, self.optimizer, p, h, self.stages))(
+            initial_params, self.hp), replicated)
     self.client_states = (ClientStates(self.algorithm, initial_params, data.num_clients, replicated)
                           if self.algorithm.init_client_state else None)
     if self.client_data_mode == 'per_round' and p.client_data == 'auto':
@@ -186,6 +198,7 @@ class Simulation:
 
     self._sample = jax.jit(sample_round).lower(jnp.int32(0), self._round_keys, self.hp,
                                                self._sizes).compile()
+    self._stage_keys = jax.jit(stage_keys).lower(jnp.int32(0), self._round_keys).compile()
     cohort_shape = jax.eval_shape(sample_round, jnp.int32(0), self._round_keys, self.hp,
                                   self._sizes)
     client_shapes = placement.shape_of(placement.host_client_data(data), layout.replicated)
@@ -208,16 +221,17 @@ class Simulation:
                                                    batch_size=self.batch_size,
                                                    num_lanes=self.num_lanes,
                                                    max_epochs=p.local_epochs,
-                                                   mesh=layout.mesh)
+                                                   mesh=layout.mesh,
+                                                   stages=self.stages)
 
     def round_fn(*args):
       self.traces += 1
       return train_cohort(*args)
 
     self._round = jax.jit(round_fn).lower(self.initial_server, self.hp,
-                                          placement.shape_of(cohort_shape,
-                                                             layout.replicated), states_shape,
-                                          client_shapes, self.population_weight).compile()
+                                          placement.shape_of(cohort_shape, layout.replicated),
+                                          states_shape, client_shapes, self.population_weight,
+                                          self._round_keys).compile()
     eval_shapes = placement.shape_of(placement.eval_sets(data), layout.eval_device)
     self._eval_sample = (ClientSample(data, p.eval_clients, p.eval_seed)
                          if 0 < p.eval_clients < data.num_clients else None)
@@ -262,7 +276,8 @@ class Simulation:
           jax.device_get(self._gather(clients, self.client_data)))
       round_cohort = cohort_rows.for_round(cohort, slots)
     server, states, stats = self._round(server, hp, round_cohort, states, round_data,
-                                        self.population_weight)
+                                        self.population_weight,
+                                        self._stage_keys(jnp.int32(round_index), self._round_keys))
     if self.client_states:
       self.client_states.scatter(cohort.clients, states)
     return server, stats

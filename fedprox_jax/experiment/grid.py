@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import ml_collections
 
+from fedprox_jax import aggregation
 from fedprox_jax import algorithms
 from fedprox_jax import config_fields
 from fedprox_jax.errors import ConfigError
@@ -39,10 +40,11 @@ def with_defaults(sweep: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 
 def _variable() -> set[str]:
-  # Every algorithm's own hyperparameters vary too: traced values, or one program per value.
+  # Every algorithm's own hyperparameters vary too: traced values, or one program per value; and
+  # the aggregation stages' (traced; turning a stage on or off makes another program).
   return set(VARIABLE_FIELDS) | set(settings.COMMON_HYPERPARAMETERS) | {
       f'algorithm.{name}' for name in algorithms.declarations()
-  }
+  } | set(aggregation.fields())
 
 
 def _check_grid(grid, known: list[str], where: str) -> None:

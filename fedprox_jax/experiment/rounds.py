@@ -13,6 +13,7 @@ from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.errors import ConfigError
 from fedprox_jax.errors import Interrupted
 from fedprox_jax.errors import NonFiniteError
+from fedprox_jax.experiment import privacy
 from fedprox_jax.experiment.checkpoint_state import flat_state
 from fedprox_jax.experiment.checkpoint_state import unflat_state
 from fedprox_jax.experiment.checkpoints import Checkpoints
@@ -83,6 +84,8 @@ def full_state(sim: Simulation, server, rule_state) -> dict:
   state = {'server': server}
   if rule_state is not None:
     state['adaptive'] = rule_state._asdict()
+  if _private(sim):  # The noise it began with (a target epsilon's, for the rounds it had then).
+    state['privacy'] = {'noise_multiplier': np.asarray(sim.hp['noise_multiplier'])}
   if sim.client_states:
     state['client_states'] = sim.client_states.get()
   return state
@@ -137,10 +140,41 @@ def _restore(sim: Simulation, config: ml_collections.ConfigDict, restored: Resto
         'this config makes: use another workdir, or --overwrite to start it over')
   if sim.client_states:
     sim.client_states.set(state['client_states'])
+  if _private(sim):
+    _keep_restored_noise(sim, state['privacy']['noise_multiplier'], config.num_rounds)
   rule_state = _initial_rule_state(sim)
   if rule_state is not None:
     rule_state = type(rule_state)(*(np.asarray(state['adaptive'][k]) for k in rule_state._fields))
   return sim.place_server(state['server']), rule_state
+
+
+def _private(sim: Simulation) -> bool:
+  return 'gaussian_noise' in sim.program.aggregation
+
+
+def _keep_restored_noise(sim: Simulation, restored: np.ndarray, num_rounds: int) -> None:
+  """A run calibrated to a target epsilon keeps the noise it began with when extended (a
+  config's noise multiplier itself cannot change: the checkpoint's fingerprint holds it)."""
+  now = np.asarray(sim.hp['noise_multiplier'])
+  if not np.array_equal(restored, now):
+    logging.info(
+        'Privacy: the runs keep the noise multipliers they began with (%s, calibrated for the '
+        'rounds they had then; %s for %d rounds)', ', '.join(f'{v:.4f}' for v in restored),
+        ', '.join(f'{v:.4f}' for v in now), num_rounds)
+    sim.hp = sim.with_hp({'noise_multiplier': restored})
+
+
+def ledgers(sim: Simulation) -> list[privacy.Ledger] | None:
+  """Each run's privacy ledger (None for a program without DP)."""
+  if not _private(sim):
+    return None
+  hp = jax.tree.map(np.asarray, sim.hp)
+  return [
+      privacy.Ledger(sim.num_clients, sim.program.clients_per_round,
+                     float(hp['noise_multiplier'][i]),
+                     privacy.delta(float(hp['delta'][i]), sim.num_clients))
+      for i in range(len(sim.runs))
+  ]
 
 
 def share_restored(sim: Simulation, config: ml_collections.ConfigDict, restored: Restored | None,
@@ -191,6 +225,11 @@ def run_rounds(sim: Simulation,
             restored.progress['num_lanes'])
     logging.info('Resuming from the checkpoint of round %d', restored.round)
   hp = sim.with_hp(rule.hyperparameters(rule_state) if rule else {})
+  accounts = ledgers(sim)
+  if accounts:
+    logging.info('Privacy: after %d rounds epsilon %s at delta %s', c.num_rounds,
+                 ', '.join(f'{a.epsilon(c.num_rounds):.4g}' for a in accounts),
+                 ', '.join(f'{a.delta:.3g}' for a in accounts))
   for writer in writers:
     writer.start(restored.round if restored else None, evaluate_at)
   start, wall_before = time.perf_counter(), progress['wall_s']
@@ -206,7 +245,7 @@ def run_rounds(sim: Simulation,
       stats = {}
       if r > 0:
         server, stats = sim.run_round(server, r, hp)
-        stats = {k: np.asarray(v) for k, v in stats.items()}  # Waits for the round to finish.
+        stats = jax.tree.map(np.asarray, stats)  # Waits for the round to finish.
         _check_finite(~stats['finite'], r, labels, 'global model')
         for k in ('executed_steps', 'real_steps'):
           progress[k] += int(stats[k])
@@ -215,7 +254,7 @@ def run_rounds(sim: Simulation,
         if r in evaluate_at:
           metrics = _evaluate_and_write(sim, c.num_rounds, server.params, r, stats,
                                         np.asarray(hp['mu']), round_times, writers, labels, start,
-                                        eta)
+                                        eta, accounts)
           if rule and enabled.any():  # Validation guarantees an evaluation every round.
             rule_state = rule.update(rule_state, metrics[rule.metric], enabled)
             hp = sim.with_hp(rule.hyperparameters(rule_state))
@@ -251,8 +290,10 @@ def _interrupted_message(done: int, checkpoints: Checkpoints | None) -> str:
 
 def _evaluate_and_write(sim: Simulation, num_rounds: int, params, r: int, stats: dict,
                         mu: np.ndarray, round_times: list[float], writers: Sequence[RunWriter],
-                        labels: Sequence[str], start: float, eta: Eta) -> dict[str, np.ndarray]:
-  """Evaluates every run's model, writes its record and logs a progress line with an ETA."""
+                        labels: Sequence[str], start: float, eta: Eta,
+                        accounts: list[privacy.Ledger] | None) -> dict[str, np.ndarray]:
+  """Evaluates every run's model, writes its record and logs a progress line with an ETA (and
+  with DP, the runs' epsilon after r rounds and their aggregation stages' stats)."""
   metrics = sim.evaluate(params, r)
   for name, values in metrics.items():  # A finite model can still have infinite logits.
     _check_finite(~np.isfinite(values), r, labels, name)
@@ -265,10 +306,19 @@ def _evaluate_and_write(sim: Simulation, num_rounds: int, params, r: int, stats:
           'round/active_clients': int(stats['active_clients'][i]),
           'time/round_s': round_times[-1]
       })
+      record.update({k: float(v[i]) for k, v in stats['aggregation'].items() if np.isfinite(v[i])})
+    if accounts:
+      record.update({
+          'privacy/epsilon': accounts[i].epsilon(r),
+          'privacy/delta': accounts[i].delta,
+          'privacy/noise_multiplier': accounts[i].sigma
+      })
     record['time/elapsed_s'] = elapsed
     writer.write(record)
   shown = ' '.join(f'{k} {float(np.mean(v)):.4f}' for k, v in metrics.items()
                    if k in ('train/loss', 'test/accuracy', 'local_test/accuracy'))
+  if accounts:
+    shown += f' privacy/epsilon {max(a.epsilon(r) for a in accounts):.4g}'
   logging.info('round %d/%d  %s  %.4f s/round  ETA %s', r, num_rounds, shown, eta.per_round(),
                _format_eta(eta.seconds_left(r)))
   return metrics

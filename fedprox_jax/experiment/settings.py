@@ -2,6 +2,7 @@
 run's seed and hyperparameters (RunSettings), and which config field each one is."""
 import ml_collections
 
+from fedprox_jax import aggregation
 from fedprox_jax import algorithms
 from fedprox_jax import config_fields
 from fedprox_jax.algorithms import server_optimizers
@@ -9,6 +10,7 @@ from fedprox_jax.core import cohort
 from fedprox_jax.engine import devices
 from fedprox_jax.engine.program_settings import ProgramSettings
 from fedprox_jax.engine.run_settings import RunSettings
+from fedprox_jax.experiment import privacy
 from fedprox_jax.tasks import models
 
 # ProgramSettings field -> the config field it is.
@@ -58,7 +60,14 @@ def for_program(config: ml_collections.ConfigDict) -> ProgramSettings:
   values = {field: config_fields.get(config, path) for field, path in PROGRAM_FIELDS.items()}
   return ProgramSettings(model_options=tuple(sorted(models.options(config.model).items())),
                          names=NAMES,
+                         aggregation=stages(config),
                          **values)
+
+
+def stages(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The aggregation stages that `config` turns on (their names, in order)."""
+  return aggregation.active(
+      {field: config_fields.get(config, field) for field in aggregation.fields()})
 
 
 def _own(config: ml_collections.ConfigDict, per_run: bool) -> dict:
@@ -73,12 +82,13 @@ def _own(config: ml_collections.ConfigDict, per_run: bool) -> dict:
 def structure(config: ml_collections.ConfigDict) -> tuple:
   """Runs whose configs share this can share one program (given the same base config)."""
   return (algorithms.get(config.algorithm.name).structure(), config.server.optimizer,
-          tuple(sorted(_own(config, per_run=False).items())))
+          tuple(sorted(_own(config, per_run=False).items())), stages(config))
 
 
 def taken_keys() -> set[str]:
   """The hp keys every run has: an algorithm's own hyperparameter may not take one."""
-  return set(COMMON_HYPERPARAMETERS.values()) | set(_FLAGS) | set(_CODES)
+  return (set(COMMON_HYPERPARAMETERS.values()) | set(_FLAGS) | set(_CODES) |
+          set(aggregation.fields().values()))
 
 
 def for_run(config: ml_collections.ConfigDict) -> RunSettings:
@@ -88,6 +98,8 @@ def for_run(config: ml_collections.ConfigDict) -> RunSettings:
   hp['server_learning_rate'] = server_optimizers.learning_rate(config.server.optimizer,
                                                                hp['server_learning_rate'])
   hp.update(_own(config, per_run=True))
+  for stage in aggregation.chain(stages(config)):
+    hp.update({key: float(config_fields.get(config, f)) for f, key in stage.fields.items()})
   hp.update({key: bool(flag(config)) for key, flag in _FLAGS.items()})
   hp.update({key: int(code(config)) for key, code in _CODES.items()})
   return RunSettings(seed=config.seed, hp=hp, fixed=_own(config, per_run=False))
@@ -97,7 +109,11 @@ def simulation(config: ml_collections.ConfigDict, data, runs: list[RunSettings] 
   """The engine's Simulation of `config`'s program over `data` for `runs` (default: the config's
   own run)."""
   from fedprox_jax.engine.simulation import Simulation  # pylint: disable=g-import-not-at-top
-  return Simulation(for_program(config), data, runs or [for_run(config)])
+  runs = runs or [for_run(config)]
+  if 'gaussian_noise' in stages(config):
+    runs = privacy.with_calibrated_noise(runs, data.num_clients, config.clients_per_round,
+                                         config.num_rounds)
+  return Simulation(for_program(config), data, runs)
 
 
 def for_compute(config: ml_collections.ConfigDict) -> devices.ComputeSettings:

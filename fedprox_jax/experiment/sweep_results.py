@@ -4,9 +4,11 @@ and then its record.
 import csv
 import io
 
+from fedprox_jax import aggregation
 from fedprox_jax import algorithms
 from fedprox_jax import config_fields
 from fedprox_jax.algorithms import server_optimizers
+from fedprox_jax.experiment import settings as program_settings
 
 # results.csv: the run's settings (these, then its algorithm's own hyperparameters under their
 # names), then its record.
@@ -38,6 +40,10 @@ def rows_of(run, records: list[dict]) -> list[dict]:
   settings['server_learning_rate'] = server_learning_rate(run.config)
   for h in algorithms.get(run.config.algorithm.name).hyperparameters:
     settings[h.name] = run.config.algorithm[h.name]
+  # The aggregation stages' settings, of the runs that have them (client-level DP's, as configured:
+  # a target epsilon's calibrated noise is the record's privacy/noise_multiplier).
+  for stage in aggregation.chain(program_settings.stages(run.config)):
+    settings.update({key: config_fields.get(run.config, f) for f, key in stage.fields.items()})
   return [{'run': run.name, 'arm': run.arm, 'series': run.series, **settings, **r} for r in records]
 
 

@@ -16,6 +16,7 @@ from fedprox_jax.engine import cohort_rows
 from fedprox_jax.engine import model_cost
 from fedprox_jax.engine import resources
 from fedprox_jax.experiment import preflight
+from fedprox_jax.experiment import privacy
 from fedprox_jax.experiment import settings
 from fedprox_jax.experiment import sweep_results
 from fedprox_jax.tasks import models
@@ -65,6 +66,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   require(c.client.weight_decay >= 0, 'client.weight_decay',
           f'= {c.client.weight_decay} must be >= 0')
   _validate_algorithm(c)
+  privacy.validate(c)
   require(0 <= c.stragglers.fraction <= 1, 'stragglers.fraction',
           f'= {c.stragglers.fraction} must be in [0, 1]')
   config_fields.one_of(c, 'stragglers.mode', ('random', 'fixed'))

@@ -38,6 +38,13 @@ ADDED_FIELDS = {
     'eval.clients': 0,
     'eval.full_every': 0,
     'draws_version': 1,  # Runs begun before the field drew cohorts with jax.random.choice.
+    'privacy.clip_norm': 0.0,
+    'privacy.noise_multiplier': 0.0,
+    'privacy.target_epsilon': 0.0,
+    'privacy.delta': 0.0,
+    'privacy.target_quantile': 0.0,
+    'privacy.clip_learning_rate': 0.2,
+    'privacy.clipped_count_stddev': 0.0,
 }
 # Algorithms' own hyperparameters that every release's configs have held.
 _ALWAYS_HELD = ('algorithm.adaptive_mu',)
