@@ -230,6 +230,7 @@ def test_the_ledger_equals_fresh_compositions_and_grows_with_the_rounds():
         dp_accounting.SampledWithoutReplacementDpEvent(n, k, dp_accounting.GaussianDpEvent(0.5)), t)
     np.testing.assert_allclose(e, acc.get_epsilon(d), rtol=1e-9)
   assert privacy.Ledger(n, k, 0.0, d).epsilon(5) == float('inf')
+  assert privacy.Ledger(n, k, 0.0, d).epsilon(0) == privacy.Ledger(n, k, 1.0, d).epsilon(0) == 0
 
 
 def test_a_target_epsilon_is_reached_within_the_configured_rounds():
@@ -300,68 +301,89 @@ def test_an_extended_run_keeps_its_calibrated_noise_and_says_its_epsilon(tmp_pat
   assert 'keep the noise multipliers they began with' in caplog.text
 
 
-@pytest.mark.parametrize('changes,message', [
-    ({
-        'privacy.clip_norm': -1.0
-    }, 'privacy.clip_norm = -1.0 must be >= 0'),
-    ({
-        'privacy.noise_multiplier': -0.5
-    }, 'privacy.noise_multiplier = -0.5 must be >= 0'),
-    ({
-        'privacy.target_epsilon': -2.0
-    }, 'privacy.target_epsilon = -2.0 must be >= 0'),
-    ({
-        'privacy.delta': 1.0
-    }, 'privacy.delta = 1.0 must be in (0, 1)'),
-    ({
-        'privacy.delta': -0.1
-    }, 'privacy.delta = -0.1 must be in (0, 1)'),
-    ({
-        'privacy.target_quantile': 1.0
-    }, 'privacy.target_quantile = 1.0 must be in (0, 1)'),
-    ({
-        'privacy.clip_learning_rate': -1.0
-    }, 'privacy.clip_learning_rate = -1.0 must be >= 0'),
-    ({
-        'privacy.clipped_count_stddev': -1.0
-    }, 'privacy.clipped_count_stddev = -1.0 must be >= 0'),
-    ({
-        'privacy.noise_multiplier': 1.0
-    }, 'needs privacy.clip_norm > 0'),
-    ({
-        'privacy.target_epsilon': 1.0
-    }, 'needs privacy.clip_norm > 0'),
-    ({
-        'privacy.clip_norm': 1.0
-    }, "algorithm.weighting = 'examples' with privacy.clip_norm"),
-    ({
-        'privacy.clip_norm': 1.0,
-        'algorithm.weighting': 'uniform',
-        'algorithm.name': 'fednova'
-    }, "'fednova' does not take privacy.clip_norm"),
-    ({
-        'privacy.clip_norm': 1.0,
-        'algorithm.weighting': 'uniform',
-        'algorithm.name': 'qffl'
-    }, "'qffl' does not take privacy.clip_norm"),
-    ({
-        'privacy.clip_norm': 1.0,
-        'algorithm.weighting': 'uniform',
-        'algorithm.adaptive_mu': True
-    }, 'algorithm.adaptive_mu with privacy.clip_norm'),
-    ({
-        'privacy.clip_norm': 1.0,
-        'algorithm.weighting': 'uniform',
-        'privacy.noise_multiplier': 1.0,
-        'privacy.target_epsilon': 1.0
-    }, 'set one'),
-    ({
-        'privacy.clip_norm': 1.0,
-        'algorithm.weighting': 'uniform',
-        'privacy.noise_multiplier': 1.5,
-        'privacy.target_quantile': 0.5
-    }, 'is not below 2 x'),
-])
+@pytest.mark.parametrize(
+    'changes,message',
+    [
+        ({
+            'privacy.clip_norm': -1.0
+        }, 'privacy.clip_norm = -1.0 must be >= 0'),
+        ({
+            'privacy.noise_multiplier': -0.5
+        }, 'privacy.noise_multiplier = -0.5 must be >= 0'),
+        ({
+            'privacy.target_epsilon': -2.0
+        }, 'privacy.target_epsilon = -2.0 must be >= 0'),
+        ({
+            'privacy.delta': 1.0
+        }, 'privacy.delta = 1.0 must be in (0, 1)'),
+        ({
+            'privacy.delta': -0.1
+        }, 'privacy.delta = -0.1 must be in (0, 1)'),
+        ({
+            'privacy.target_quantile': 1.0
+        }, 'privacy.target_quantile = 1.0 must be in (0, 1)'),
+        ({
+            'privacy.clip_learning_rate': -1.0
+        }, 'privacy.clip_learning_rate = -1.0 must be >= 0'),
+        ({
+            'privacy.clipped_count_stddev': -1.0
+        }, 'privacy.clipped_count_stddev = -1.0 must be >= 0'),
+        ({
+            'privacy.noise_multiplier': 1.0
+        }, 'needs privacy.clip_norm > 0'),
+        ({
+            'privacy.target_epsilon': 1.0
+        }, 'needs privacy.clip_norm > 0'),
+        ({
+            'privacy.clip_norm': 1.0
+        }, "algorithm.weighting = 'examples' with privacy.clip_norm"),
+        ({
+            'privacy.clip_norm': 1.0,
+            'algorithm.weighting': 'uniform',
+            'algorithm.name': 'fednova'
+        }, "'fednova' does not take privacy.clip_norm"),
+        ({
+            'privacy.clip_norm': 1.0,
+            'algorithm.weighting': 'uniform',
+            'algorithm.name': 'qffl'
+        }, "'qffl' does not take privacy.clip_norm"),
+        ({
+            'privacy.clip_norm': 1.0,
+            'algorithm.weighting': 'uniform',
+            'algorithm.adaptive_mu': True
+        }, 'algorithm.adaptive_mu with privacy.clip_norm'),
+        ({
+            'privacy.clip_norm': 1.0,
+            'algorithm.weighting': 'uniform',
+            'privacy.noise_multiplier': 1.0,
+            'privacy.target_epsilon': 1.0
+        }, 'set one'),
+        ({
+            'privacy.clip_norm': 1.0,
+            'algorithm.weighting': 'uniform',
+            'privacy.noise_multiplier': 1.5,
+            'privacy.target_quantile': 0.5
+        }, 'is not below 2 x'),
+        ({
+            'privacy.clip_norm': 1.0,
+            'algorithm.weighting': 'uniform',
+            'privacy.target_epsilon': 2.0,
+            'privacy.target_quantile': 0.5
+        }, 'is not below 2 x'),  # The calibrated sigma cannot be split: refused before compute.
+        ({
+            'privacy.clip_norm': 1.0,
+            'algorithm.weighting': 'uniform',
+            'privacy.target_epsilon': 1e9
+        }, 'is met by a noise multiplier of 0.01 already'),
+        ({
+            'privacy.clip_norm': 1e40
+        }, 'privacy.clip_norm = 1e+40 is past float32'),
+        ({
+            'privacy.clip_norm': 1.0,
+            'algorithm.weighting': 'uniform',
+            'privacy.noise_multiplier': 1e9
+        }, 'is past 1e+06'),
+    ])
 def test_bad_privacy_settings_are_refused_before_compute(changes, message):
   c = small_config(**changes)
   with pytest.raises(errors.ConfigError, match=None) as e:
@@ -436,3 +458,16 @@ def test_a_sweep_varies_the_privacy_settings_per_run_in_one_program(tmp_path, ca
   assert set(by_sigma) >= {0.5, 2.0} and len(by_sigma) == 3  # The target's calibrated sigma.
   assert len(by_sigma[0.5] | by_sigma[2.0]) == 4  # Each run its own C and sigma.
   assert 2.9 <= max(float(r['privacy/epsilon']) for r in last if r['arm'] == 'target') <= 3.0
+
+
+def test_each_round_and_run_draws_its_own_noise_key():
+  from fedprox_jax.engine import simulation  # pylint: disable=g-import-not-at-top
+  run_keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  keys = np.concatenate([np.asarray(simulation.stage_keys(t, run_keys)) for t in range(1, 5)])
+  assert len({tuple(k) for k in keys}) == 12
+  cohort_keys = {
+      tuple(np.asarray(jax.vmap(jax.random.fold_in, (0, None))(run_keys, t))[r])
+      for t in range(1, 5)
+      for r in range(3)
+  }
+  assert not cohort_keys & {tuple(k) for k in keys}  # Not the cohort's draw either.

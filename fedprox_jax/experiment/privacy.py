@@ -33,6 +33,7 @@ from fedprox_jax.config_fields import require
 from fedprox_jax.errors import ConfigError
 
 DEFAULT_DELTA_EXPONENT = 1.1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def delta(configured: float, num_clients: int) -> float:
@@ -75,53 +76,86 @@ class Ledger:
       self._orders, self._rdp = accountant._orders, accountant._rdp  # pylint: disable=protected-access
 
   def epsilon(self, rounds: int) -> float:
+    if rounds <= 0:
+      return 0.0  # Nothing released yet.
     if self._rdp is None:
       return float('inf')
-    if rounds <= 0:
-      return 0.0
     return float(rdp.compute_epsilon(self._orders, rounds * self._rdp, self.delta)[0])
+
+
+# The noise multipliers a target epsilon is calibrated within: below the lower end the model gets
+# next to no noise (a target that large is no privacy); past the upper one it is all noise, and
+# dp_accounting's arithmetic overflows a little further (near 2^30).
+SIGMA_RANGE = (1e-2, 1e6)
 
 
 @functools.lru_cache(maxsize=256)
 def calibrate(num_clients: int, cohort_size: int, rounds: int, target_epsilon: float,
               delta_: float) -> float:
-  """The smallest sigma whose `rounds` rounds end at epsilon <= target_epsilon."""
+  """The smallest sigma whose `rounds` rounds end at epsilon <= target_epsilon (ConfigError where
+  no sigma of SIGMA_RANGE is that smallest one)."""
+  where = (f'privacy.target_epsilon = {target_epsilon:g} over {rounds} rounds of {cohort_size} of '
+           f'{num_clients} clients at delta {delta_:.3g}')
+  low, high = SIGMA_RANGE
   try:
+    if epsilon_of(num_clients, cohort_size, high, rounds, delta_) > target_epsilon:
+      raise ConfigError(f'{where} needs a noise multiplier above {high:g}, which leaves the model '
+                        'nothing but noise: ask for a larger epsilon or delta, or fewer rounds')
+    if epsilon_of(num_clients, cohort_size, low, rounds, delta_) <= target_epsilon:
+      raise ConfigError(f'{where} is met by a noise multiplier of {low:g} already, next to no '
+                        'noise: ask for a smaller epsilon, or set privacy.noise_multiplier')
     sigma = dp_accounting.calibrate_dp_mechanism(
         _accountant,
         lambda s: dp_accounting.SelfComposedDpEvent(round_event(num_clients, cohort_size, s), rounds
                                                    ),
         target_epsilon,
         delta_,
-        bracket_interval=dp_accounting.LowerEndpointAndGuess(1e-3, 1.0),
+        bracket_interval=dp_accounting.ExplicitBracketInterval(low, high),
         tol=1e-4)
-  except dp_accounting.mechanism_calibration.NoBracketIntervalFoundError:
-    raise ConfigError(
-        f'privacy.target_epsilon = {target_epsilon} cannot be reached in {rounds} rounds of '
-        f'{cohort_size} of {num_clients} clients at delta {delta_:.3g} by any noise multiplier up '
-        'to 2^30: ask for a larger epsilon or delta, or fewer rounds') from None
-  # Brent's method stops within tol of the boundary on either side: step up to the safe side.
-  while epsilon_of(num_clients, cohort_size, sigma, rounds, delta_) > target_epsilon:
-    sigma *= 1.0 + 1e-4
+    # Brent's method stops within tol of the boundary on either side: step up to the safe side.
+    while epsilon_of(num_clients, cohort_size, sigma, rounds, delta_) > target_epsilon:
+      sigma *= 1.0 + 1e-4
+  except ConfigError:
+    raise
+  except (ValueError, ArithmeticError) as e:  # dp_accounting's own arithmetic gave up.
+    raise ConfigError(f'{where} cannot be calibrated (dp_accounting: {e}): ask for a target '
+                      'between 0.01 and 100') from None
   return float(sigma)
+
+
+def check_targets(configs) -> None:
+  """Calibrates each config's target epsilon (those whose task says its number of clients up
+  front) and refuses one that cannot be reached or that adaptive clipping cannot split, before any
+  compute. (Other tasks' runs are checked once their noise is final, before their first round.)"""
+  for c in configs:
+    p, n = c.privacy, c.data.get('num_clients', 0)
+    if p.clip_norm > 0 and p.target_epsilon > 0 and n:
+      sigma = calibrate(n, c.clients_per_round, c.num_rounds, p.target_epsilon, delta(p.delta, n))
+      check_split(
+          {
+              'noise_multiplier': sigma,
+              'target_quantile': p.target_quantile,
+              'clipped_count_stddev': p.clipped_count_stddev
+          }, c.clients_per_round)
 
 
 def with_calibrated_noise(runs, num_clients: int, cohort_size: int, rounds: int):
   """`runs` (RunSettings) with the noise multiplier of those with a target epsilon calibrated to
-  it for `rounds` rounds; refuses a calibrated sigma that adaptive clipping cannot split."""
-  out = []
+  it for `rounds` rounds (checked once the runs' noise is final: rounds.run_rounds)."""
+  out, told = [], set()
   for run in runs:
     hp = run.hp
     if hp.get('target_epsilon', 0) > 0:
       d = delta(hp['delta'], num_clients)
       sigma = calibrate(num_clients, cohort_size, rounds, hp['target_epsilon'], d)
-      logging.info(
-          'Privacy: noise multiplier %.4f reaches epsilon %.4f (target %g) at delta %.3g after %d '
-          'rounds of %d of %d clients', sigma, epsilon_of(num_clients, cohort_size, sigma, rounds,
-                                                          d), hp['target_epsilon'], d, rounds,
-          cohort_size, num_clients)
+      if (sigma, d) not in told:  # Once per value, not once per run of a sweep.
+        told.add((sigma, d))
+        logging.info(
+            'Privacy: noise multiplier %.4f reaches epsilon %.4f (target %g) at delta %.3g after '
+            '%d rounds of %d of %d clients', sigma,
+            epsilon_of(num_clients, cohort_size, sigma, rounds, d), hp['target_epsilon'], d, rounds,
+            cohort_size, num_clients)
       run = run._replace(hp={**hp, 'noise_multiplier': sigma})
-    check_split(run.hp, cohort_size)
     out.append(run)
   return out
 
@@ -150,6 +184,12 @@ def validate(c) -> None:
   for field in ('clip_norm', 'noise_multiplier', 'target_epsilon', 'clip_learning_rate',
                 'clipped_count_stddev'):
     require(p[field] >= 0, f'privacy.{field}', f'= {p[field]} must be >= 0')
+    require(p[field] <= FLOAT32_MAX, f'privacy.{field}',
+            f'= {p[field]} is past float32 (the device\'s), at most {FLOAT32_MAX:.3g}')
+  require(
+      p.noise_multiplier <= SIGMA_RANGE[1], 'privacy.noise_multiplier',
+      f'= {p.noise_multiplier} is past {SIGMA_RANGE[1]:g}: the model would be nothing but '
+      'noise (and dp_accounting cannot account for it)')
   require(0 <= p.delta < 1, 'privacy.delta', f'= {p.delta} must be in (0, 1), or 0 for N^-1.1')
   require(0 <= p.target_quantile < 1, 'privacy.target_quantile',
           f'= {p.target_quantile} must be in (0, 1), or 0 for a fixed clip norm')
@@ -188,3 +228,4 @@ def validate(c) -> None:
         'clipped_count_stddev': p.clipped_count_stddev
     }
     check_split(hp, c.clients_per_round)
+  check_targets([c])

@@ -170,9 +170,10 @@ def ledgers(sim: Simulation) -> list[privacy.Ledger] | None:
     return None
   hp = jax.tree.map(np.asarray, sim.hp)
   return [
+      # The noise as the device draws it (float32), the delta as configured (float64).
       privacy.Ledger(sim.num_clients, sim.program.clients_per_round,
                      float(hp['noise_multiplier'][i]),
-                     privacy.delta(float(hp['delta'][i]), sim.num_clients))
+                     privacy.delta(sim.runs[i].hp['delta'], sim.num_clients))
       for i in range(len(sim.runs))
   ]
 
@@ -226,10 +227,15 @@ def run_rounds(sim: Simulation,
     logging.info('Resuming from the checkpoint of round %d', restored.round)
   hp = sim.with_hp(rule.hyperparameters(rule_state) if rule else {})
   accounts = ledgers(sim)
+  if accounts:  # The noise is final here (calibrated, or restored): can adaptive clipping split it?
+    final = jax.tree.map(np.asarray, sim.hp)
+    for i in range(len(sim.runs)):
+      privacy.check_split({k: float(v[i]) for k, v in final.items()}, sim.program.clients_per_round)
   if accounts:
+    # Each distinct value once (a sweep's runs share most of them).
     logging.info('Privacy: after %d rounds epsilon %s at delta %s', c.num_rounds,
-                 ', '.join(f'{a.epsilon(c.num_rounds):.4g}' for a in accounts),
-                 ', '.join(f'{a.delta:.3g}' for a in accounts))
+                 ', '.join(dict.fromkeys(f'{a.epsilon(c.num_rounds):.4g}' for a in accounts)),
+                 ', '.join(dict.fromkeys(f'{a.delta:.3g}' for a in accounts)))
   for writer in writers:
     writer.start(restored.round if restored else None, evaluate_at)
   start, wall_before = time.perf_counter(), progress['wall_s']
@@ -246,7 +252,7 @@ def run_rounds(sim: Simulation,
       if r > 0:
         server, stats = sim.run_round(server, r, hp)
         stats = jax.tree.map(np.asarray, stats)  # Waits for the round to finish.
-        _check_finite(~stats['finite'], r, labels, 'global model')
+        _check_finite(~stats['finite'], r, labels, 'global model', _private(sim))
         for k in ('executed_steps', 'real_steps'):
           progress[k] += int(stats[k])
         round_times.append(time.perf_counter() - tick)
@@ -270,13 +276,19 @@ def run_rounds(sim: Simulation,
   return progress
 
 
-def _check_finite(bad: np.ndarray, r: int, labels: Sequence[str], what: str) -> None:
+def _check_finite(bad: np.ndarray,
+                  r: int,
+                  labels: Sequence[str],
+                  what: str,
+                  private: bool = False) -> None:
   """NonFiniteError for the first run whose `what` is NaN or inf (`bad` [R])."""
   runs = np.flatnonzero(bad)
   if runs.size:
+    noise = ', or the noise (privacy.noise_multiplier, clip_norm)' if private else ''
     raise NonFiniteError(
         f'round {r}: the {what} of run {labels[runs[0]]} became non-finite (NaN/inf): lower '
-        'client.learning_rate or server.learning_rate (or algorithm.mu, client.weight_decay)')
+        f'client.learning_rate or server.learning_rate (or algorithm.mu, client.weight_decay'
+        f'{noise})')
 
 
 def _interrupted_message(done: int, checkpoints: Checkpoints | None) -> str:
@@ -296,7 +308,7 @@ def _evaluate_and_write(sim: Simulation, num_rounds: int, params, r: int, stats:
   with DP, the runs' epsilon after r rounds and their aggregation stages' stats)."""
   metrics = sim.evaluate(params, r)
   for name, values in metrics.items():  # A finite model can still have infinite logits.
-    _check_finite(~np.isfinite(values), r, labels, name)
+    _check_finite(~np.isfinite(values), r, labels, name, _private(sim))
   elapsed = time.perf_counter() - start
   for i, writer in enumerate(writers):
     record = {'round': r, **{k: float(v[i]) for k, v in metrics.items()}, 'mu': float(mu[i])}
@@ -317,8 +329,9 @@ def _evaluate_and_write(sim: Simulation, num_rounds: int, params, r: int, stats:
     writer.write(record)
   shown = ' '.join(f'{k} {float(np.mean(v)):.4f}' for k, v in metrics.items()
                    if k in ('train/loss', 'test/accuracy', 'local_test/accuracy'))
-  if accounts:
-    shown += f' privacy/epsilon {max(a.epsilon(r) for a in accounts):.4g}'
+  if accounts:  # The largest finite epsilon (inf only where no run has noise).
+    spent = [a.epsilon(r) for a in accounts]
+    shown += f' privacy/epsilon {max([e for e in spent if np.isfinite(e)] or spent):.4g}'
   logging.info('round %d/%d  %s  %.4f s/round  ETA %s', r, num_rounds, shown, eta.per_round(),
                _format_eta(eta.seconds_left(r)))
   return metrics
