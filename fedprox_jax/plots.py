@@ -55,20 +55,34 @@ def read_records(path: pathlib.Path) -> list[dict]:
   return records
 
 
-def curves(rows: list[dict], metric: str):
-  """{(series, stragglers): (rounds, mean, std, runs)} of `metric` over the seeds of each setting.
+def x_scale(x: str) -> tuple[float, str]:
+  """The divisor and axis label of an x metric: bytes in MB, the round as it is."""
+  if x == 'round':
+    return 1.0, 'round'
+  if 'bytes' in x:
+    return 1e6, f'{x.replace("_bytes", "")} (MB)'
+  return 1.0, LABELS.get(x, x)
+
+
+def curves(rows: list[dict], metric: str, x: str = 'round'):
+  """{(series, stragglers): (x, mean, std, runs)} of `metric` over the seeds of each setting, per
+  round; x is the round, or another metric's mean over the seeds at that round (scaled: x_scale).
   """
   series = collections.defaultdict(lambda: collections.defaultdict(list))
+  at = collections.defaultdict(lambda: collections.defaultdict(list))
+  scale = x_scale(x)[0]
   for row in rows:
     if row.get(metric, '') != '':
       key = (series_of(row), float(row['stragglers']))
       series[key][int(row['round'])].append(float(row[metric]))
+      at[key][int(row['round'])].append(float(row[x]) / scale)
   out = {}
   for key, by_round in series.items():
     rounds = np.array(sorted(by_round))
     values = [by_round[r] for r in rounds]
-    out[key] = (rounds, np.array([np.mean(v) for v in values]),
-                np.array([np.std(v) for v in values]), len(values[0]))
+    xs = np.array([np.mean(at[key][r]) for r in rounds])
+    out[key] = (xs, np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values]),
+                len(values[0]))
   return out
 
 
@@ -78,13 +92,13 @@ def _band(ax, curve, label: str) -> None:
   ax.fill_between(rounds, mean - std, mean + std, color=line.get_color(), alpha=0.2)
 
 
-def _decorate(axes, i: int, j: int, title: str, metric: str) -> None:
+def _decorate(axes, i: int, j: int, title: str, metric: str, x: str = 'round') -> None:
   """Titles on the top row, x labels on the bottom one, y labels on the left column."""
   ax = axes[i, j]
   if i == 0:
     ax.set_title(title)
   if i == axes.shape[0] - 1:
-    ax.set_xlabel('round')
+    ax.set_xlabel(x_scale(x)[1])
   if j == 0:
     ax.set_ylabel(LABELS.get(metric, metric))
   ax.grid(alpha=0.3)
@@ -115,8 +129,10 @@ def final_table(rows: list[dict], metric: str = 'test/accuracy', last: int = 10)
 def plot_sweep(sweep_dir: str,
                metrics=('train/loss', 'test/accuracy'),
                out_name: str = 'figure',
-               dpi: int = 120) -> list[pathlib.Path]:
-  """Columns = straggler fractions, rows = metrics, a line per arm: mean over seeds, +-1 std."""
+               dpi: int = 120,
+               x: str = 'round') -> list[pathlib.Path]:
+  """Columns = straggler fractions, rows = metrics, a line per arm: mean over seeds, +-1 std,
+  against the round or another metric `x` (comm/upload_bytes_total: what the uploads cost)."""
   sweep_dir = pathlib.Path(sweep_dir)
   rows = read_table(sweep_dir / 'results.csv')
   metrics = [m for m in metrics if any(r.get(m, '') != '' for r in rows)]
@@ -127,13 +143,13 @@ def plot_sweep(sweep_dir: str,
   fig = Figure(figsize=(4.2 * len(fractions), 3.2 * len(metrics)))
   axes = fig.subplots(len(metrics), len(fractions), squeeze=False, sharex=True)
   for i, metric in enumerate(metrics):
-    data = curves(rows, metric)
+    data = curves(rows, metric, x)
     for j, fraction in enumerate(fractions):
       for arm in arms:
         if (arm, fraction) in data:
           runs = data[(arm, fraction)][3]
           _band(axes[i, j], data[(arm, fraction)], f'{arm} ({runs} seeds)' if runs > 1 else arm)
-      _decorate(axes, i, j, f'{fraction:.0%} stragglers', metric)
+      _decorate(axes, i, j, f'{fraction:.0%} stragglers', metric, x)
   axes[0, 0].legend(fontsize=8)
   fig.suptitle('mean over seeds, band: +-1 std', fontsize=9)
   fig.tight_layout()
@@ -152,20 +168,25 @@ def _panel(key: str) -> str:
   return key  # mu, the dissimilarity, the clients' spread: a panel each, on their own scale.
 
 
-def plot_run(run_dir: str) -> pathlib.Path:
-  """Every metric of one run's metrics.jsonl against the round, losses together, accuracies
-  together, mu and the dissimilarity each on its own panel: run_dir/metrics.png."""
+def plot_run(run_dir: str, x: str = 'round') -> pathlib.Path:
+  """Every metric of one run's metrics.jsonl against the round (or another metric `x`), losses
+  together, accuracies together, mu and the dissimilarity each on its own panel:
+  run_dir/metrics.png."""
   run_dir = pathlib.Path(run_dir)
   records = read_records(run_dir / 'metrics.jsonl')
+  if x not in records[0]:
+    raise ValueError(f'{run_dir / "metrics.jsonl"} has no {x} to plot against (older runs count '
+                     'no bytes: plot them against the round)')
+  scale, x_label = x_scale(x)
   keys = [k for k in LABELS if k in records[0]]
   panels = list(dict.fromkeys(_panel(k) for k in keys))
   fig = Figure(figsize=(4.6 * len(panels), 3.6))
   axes = fig.subplots(1, len(panels), squeeze=False)
-  rounds = [r['round'] for r in records]
+  xs = [r[x] / scale for r in records]
   for key in keys:
-    axes[0, panels.index(_panel(key))].plot(rounds, [r[key] for r in records], label=LABELS[key])
+    axes[0, panels.index(_panel(key))].plot(xs, [r[key] for r in records], label=LABELS[key])
   for ax, name in zip(axes[0], panels):
-    ax.set_xlabel('round')
+    ax.set_xlabel(x_label)
     ax.set_ylabel(LABELS.get(name, name))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

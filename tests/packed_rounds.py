@@ -7,6 +7,8 @@ import numpy as np
 
 from fedprox_jax import aggregation
 from fedprox_jax import algorithms
+from fedprox_jax.aggregation import client_state
+from fedprox_jax.algorithms import base
 from fedprox_jax.core import cohort as cohort_lib
 from fedprox_jax.core import packing
 from fedprox_jax.engine import round_program
@@ -34,6 +36,19 @@ def full_hp(settings: dict) -> dict:
   return {k: jnp.asarray(a, dtype(a)) for k, a in hp.items()}
 
 
+def with_stage_states(algorithm, stages, params, hp):
+  """The algorithm as the engine runs it with these stages: its client state holding theirs (the
+  upload's shapes traced from run 0's parameters)."""
+  if not aggregation.keeps_client_state(stages):
+    return algorithm
+  one = jax.tree.map(lambda a: jnp.asarray(a)[0], params)
+  h = {k: v[0] for k, v in hp.items()}
+  own = algorithm.init_client_state(one) if algorithm.init_client_state else None
+  result = base.ClientResult(one, jnp.int32(1), h['learning_rate'], h['weight_decay'], h['mu'], one)
+  upload = jax.eval_shape(lambda: algorithm.upload(result, algorithm.init_state(one, h), own, h)[0])
+  return client_state.with_client_state(algorithm, stages, upload)
+
+
 def packed_rounds(name: str,
                   apply_fn,
                   params,
@@ -48,9 +63,9 @@ def packed_rounds(name: str,
   aggregation stages named in `stages` (their hyperparameters in `settings`, their keys drawn
   from `seed` and the round); returns the server state and every client's state [R, N, ...]
   (None without client state)."""
-  algorithm = algorithms.get(name)
   stages = aggregation.chain(stages)
   hp = full_hp(settings)
+  algorithm = with_stage_states(algorithms.get(name), stages, params, hp)
   x, y, offsets, sizes = data
   train = jax.jit(
       round_program.make_train_cohort(algorithm,

@@ -22,6 +22,7 @@ from tests import reference_runs as rr
 from tests.packed_rounds import packed_rounds
 from tests.runs import records
 from tests.runs import small_config
+from tests.runs import straight_and_resumed
 
 DP = ('clip', 'gaussian_noise')
 
@@ -45,12 +46,12 @@ def _norm(tree):
 
 def test_clipping_scales_the_whole_upload_to_the_norm_and_leaves_small_ones_alone():
   big = {'delta': {'w': jnp.full((3, 4), 5.0)}, 'dc': jnp.full((7,), -3.0)}
-  out, extras = clip.client(big, {'clip_norm': jnp.float32(2.0)}, _hp())
+  out, extras, _ = clip.client(big, {'clip_norm': jnp.float32(2.0)}, _hp(), None, None)
   assert abs(_norm(out) - 2.0) < 1e-5
   np.testing.assert_allclose(out['dc'] / out['delta']['w'][0, 0], -0.6, rtol=1e-6)  # One scale.
   assert float(extras['unclipped']) == 0.0
   small = {'delta': jnp.array([0.3, -0.4])}
-  out, extras = clip.client(small, {'clip_norm': jnp.float32(2.0)}, _hp())
+  out, extras, _ = clip.client(small, {'clip_norm': jnp.float32(2.0)}, _hp(), None, None)
   np.testing.assert_array_equal(out['delta'], small['delta'])
   assert float(extras['unclipped']) == 1.0
 
@@ -104,19 +105,10 @@ def _private(sigma=0.0, c=1.0, **over):
   }
 
 
-def _no_drop_cohorts(sizes, rounds=3):
-  """Cohorts whose every client is aggregated (weight 1) and works: weight sums to K exactly."""
-  out = []
-  for t in range(rounds):
-    c = rr.round_cohort(t, sizes)
-    out.append(c._replace(weights=np.ones_like(c.weights), epochs=np.maximum(c.epochs, 1)))
-  return out
-
-
 @pytest.mark.parametrize('name', ['fedavg', 'fedprox', 'scaffold', 'feddyn'])
 def test_no_noise_and_a_norm_above_every_upload_is_the_non_private_run(name):
   data = rr.uneven_data()
-  cohorts = _no_drop_cohorts(data[3])
+  cohorts = rr.no_drop_cohorts(data[3])
   extra = {'alpha': 0.01} if name == 'feddyn' else {}
   plain, plain_states = packed_rounds(name,
                                       rr.apply_fn,
@@ -149,14 +141,7 @@ def _clipped_reference(data, cohorts, c, lr=0.1):
   for cohort in cohorts:
     k = cohort.clients.shape[1]
     new = {}
-    finals = [
-        rr.run_rounds('fedprox',
-                      'sgd',
-                      cfg,
-                      data,
-                      1, [rr.Cohort(*(f[:, j:j + 1] for f in cohort))],
-                      state=_reference_state(params)).params for j in range(k)
-    ]
+    finals = rr.each_clients_final_params(cfg, data, cohort, params)
     for r in range(rr.RUNS):
       total = None
       for j in range(k):
@@ -172,14 +157,9 @@ def _clipped_reference(data, cohorts, c, lr=0.1):
   return params
 
 
-def _reference_state(params):
-  from fedprox_jax.engine import reference as ref  # pylint: disable=g-import-not-at-top
-  return ref.initial_state(params, 12, np.full(rr.RUNS, 1e-3))
-
-
 def test_clipped_rounds_equal_a_plain_loop_that_clips_each_client_by_hand():
   data = rr.uneven_data()
-  cohorts = _no_drop_cohorts(data[3])
+  cohorts = rr.no_drop_cohorts(data[3])
   c = 0.05  # Below most clients' update norms: most are clipped, some not.
   private, _ = packed_rounds('fedprox',
                              rr.apply_fn,
@@ -195,7 +175,7 @@ def test_clipped_rounds_equal_a_plain_loop_that_clips_each_client_by_hand():
 
 def test_one_client_with_a_huge_update_moves_the_model_by_at_most_2c_over_k():
   x, y, offsets, sizes = rr.uneven_data()
-  cohorts = _no_drop_cohorts(sizes, rounds=1)
+  cohorts = rr.no_drop_cohorts(sizes, rounds=1)
   wild = x.copy()
   for first in cohorts[0].clients[:, 0]:  # Replace one client's data in each run's cohort.
     assert first not in cohorts[0].clients[:, 1:]
@@ -272,10 +252,7 @@ def test_a_private_run_resumes_bit_identical(tmp_path):
       'privacy.clipped_count_stddev': 1.0,
       'eval_every': 2
   }
-  experiment.train_and_evaluate(small_config(**over), str(tmp_path / 'straight'))
-  experiment.train_and_evaluate(small_config(**over, num_rounds=4), str(tmp_path / 'resumed'))
-  experiment.train_and_evaluate(small_config(**over), str(tmp_path / 'resumed'))
-  straight, resumed = records(tmp_path / 'straight'), records(tmp_path / 'resumed')
+  straight, resumed = straight_and_resumed(tmp_path, over)
   assert straight == resumed
   clip_norms = {r['privacy/clip_norm'] for r in straight if 'privacy/clip_norm' in r}
   assert len(clip_norms) > 1  # Adaptive clipping moved C, and the resumed run moved it alike.

@@ -96,3 +96,33 @@ def run_rounds(algorithm, opt, cfg, data, rounds=3, cohorts=None, state=None):
 def assert_trees(check, a, b):
   for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     check(la, lb)
+
+
+def no_drop_cohorts(sizes, rounds=3):
+  """round_cohort's cohorts with every client aggregated (weight 1) and working: weights sum to K
+  exactly."""
+  out = []
+  for t in range(rounds):
+    c = round_cohort(t, sizes)
+    out.append(c._replace(weights=np.ones_like(c.weights), epochs=np.maximum(c.epochs, 1)))
+  return out
+
+
+def each_clients_final_params(cfg, data, cohort, params):
+  """Each of the cohort's clients' final parameters, from the sequential reference's FedProx run
+  of it alone from `params` (K = 1: server SGD at rate 1 lands on them), a list over the slots."""
+  return [
+      run_rounds('fedprox',
+                 'sgd',
+                 cfg,
+                 data,
+                 1, [Cohort(*(f[:, j:j + 1]
+                              for f in cohort))],
+                 state=initial_reference_state(params)).params
+      for j in range(cohort.clients.shape[1])
+  ]
+
+
+def initial_reference_state(params):
+  """The sequential reference's state of 12 clients from `params` (no server moments)."""
+  return ref.initial_state(params, 12, np.full(RUNS, 1e-3))

@@ -27,6 +27,17 @@ def small_config(**overrides):
   return c
 
 
+def straight_and_resumed(tmp_path: pathlib.Path, overrides: dict, stop: int = 4):
+  """small_config(**overrides)'s records run straight through, and run to round `stop` then
+  resumed to its end by a second call, as (straight, resumed)."""
+  from fedprox_jax import experiment  # pylint: disable=g-import-not-at-top
+  experiment.train_and_evaluate(small_config(**overrides), str(tmp_path / 'straight'))
+  experiment.train_and_evaluate(small_config(**overrides, num_rounds=stop),
+                                str(tmp_path / 'resumed'))
+  experiment.train_and_evaluate(small_config(**overrides), str(tmp_path / 'resumed'))
+  return records(tmp_path / 'straight'), records(tmp_path / 'resumed')
+
+
 def records(workdir: pathlib.Path) -> list[dict]:
   """metrics.jsonl without its wall-clock fields."""
   lines = (workdir / 'metrics.jsonl').read_text().splitlines()

@@ -5,7 +5,6 @@ A program runs the stages its config turns on (ProgramSettings.aggregation, thei
 function here is traced into the round program, per run.
 """
 import jax
-import jax.numpy as jnp
 
 from fedprox_jax import registry
 from fedprox_jax.aggregation.base import Aggregate
@@ -38,14 +37,30 @@ def init_states(stages: tuple[Stage, ...], hp: dict) -> dict:
   return {name: state for name, state in states.items() if jax.tree.leaves(state)}
 
 
-def client(stages: tuple[Stage, ...], upload, states: dict, hp: dict):
-  """A client's upload through the client sides: (upload, {extra: scalar})."""
-  extras = {}
-  for s in stages:
+def client(stages: tuple[Stage, ...], upload, states: dict, hp: dict, key, client_states=None):
+  """A client's upload through the client sides: (upload, {extra: scalar}, new client states).
+
+  `key` is the client's own key of the round; `client_states` {stage: state} holds the client's
+  state of each stage that keeps one (None where none does)."""
+  extras, new_states = {}, dict(client_states or {})
+  for i, s in enumerate(stages):
     if s.client:
-      upload, more = s.client(upload, states.get(s.name, {}), hp)
+      upload, more, own = s.client(upload, states.get(s.name, {}), hp, jax.random.fold_in(key, i),
+                                   new_states.get(s.name))
       extras.update(more)
-  return upload, extras
+      if s.name in new_states:
+        new_states[s.name] = own
+  return upload, extras, (new_states if client_states is not None else None)
+
+
+def keeps_client_state(stages: tuple[Stage, ...]) -> bool:
+  """Whether a stage of the chain keeps a state for every client (error feedback's residual)."""
+  return any(s.init_client_state for s in stages)
+
+
+def init_client_states(stages: tuple[Stage, ...], upload_shape) -> dict:
+  """{stage: one client's initial state}, for the stages that keep one."""
+  return {s.name: s.init_client_state(upload_shape) for s in stages if s.init_client_state}
 
 
 def server(stages: tuple[Stage, ...], aggregate: Aggregate, states: dict, hp: dict, key):
@@ -59,9 +74,3 @@ def server(stages: tuple[Stage, ...], aggregate: Aggregate, states: dict, hp: di
         states[s.name] = state
       stats.update(more)
   return aggregate, states, stats
-
-
-def extras_shape(stages: tuple[Stage, ...], upload_shape, states: dict, hp: dict) -> dict:
-  """The extras' shapes (for the lanes' sums), from the upload's."""
-  return jax.eval_shape(lambda u: client(stages, u, states, hp)[1],
-                        jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), upload_shape))

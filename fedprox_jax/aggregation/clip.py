@@ -21,12 +21,14 @@ def init_state(hp):
   return {'clip_norm': jnp.asarray(hp['clip_norm'], jnp.float32)}
 
 
-def client(upload, state, hp):
-  del hp
+def client(upload, state, hp, key, client_state):
+  del hp, key
   c = state['clip_norm']
   norm = base.tree_norm(upload)
   scale = jnp.minimum(1.0, c / jnp.maximum(norm, jnp.finfo(jnp.float32).tiny))
-  return jax.tree.map(lambda u: u * scale, upload), {'unclipped': (norm <= c).astype(jnp.float32)}
+  return jax.tree.map(lambda u: u * scale, upload), {
+      'unclipped': (norm <= c).astype(jnp.float32)
+  }, client_state
 
 
 def server(aggregate: base.Aggregate, state, hp, key):

@@ -20,6 +20,10 @@ parameters after its tau_i local steps:
   means over the client's examples to upload as ClientResult.before.
 - upload(result, state, client_state, hp) -> (upload, new client state): what client i sends after
   its steps (its delta, plus e.g. its step count or control-variate delta).
+- after_send(sent, client_state, new_client_state, hp): the client's new state from what it
+  actually sent, where the aggregation stages (compression, clipping) changed its upload
+  (SCAFFOLD: c_i plus the dc sent, so that c stays the mean of the c_i); None keeps the state
+  that upload gave. Run only where a stage has a client side.
 - server_delta(totals, state, hp) -> (Delta_t, new state): the update the server optimizer applies,
   from the sums of the uploads.
 - client_weights(sizes, batch_size, hp): the aggregation weight q_i of clients of these sizes;
@@ -28,6 +32,7 @@ parameters after its tau_i local steps:
   mu); None for none.
 - private_refusal: why client-level DP does not hold for it ('' where it does: its server update
   reads its uploads only through their sums, divided by a count that reads no data).
+- downloads: the entries of its server state sent to every sampled client with the model.
 
 Aggregation is the engine's (engine/server.py): for each run it sums q_i * upload_i over the clients
 aggregated this round (q_i > 0), masking the others, and hands those sums over with sum_S q_i and
@@ -131,12 +136,17 @@ class Algorithm(NamedTuple):
   # hold for it: '' where its server update is a mean of its clipped uploads, so noise on their
   # sum bounds what one client moves it by (privacy is refused for it otherwise).
   private_refusal: str = ''
+  # The entries of its server state that each sampled client receives with the model (SCAFFOLD's
+  # c): counted in comm/download_bytes.
+  downloads: tuple[str, ...] = ()
+  after_send: Callable[[Pytree, Pytree, Pytree, dict], Pytree] | None = None
 
   def structure(self) -> tuple:
     """What makes a program: algorithms with the same functions share one."""
     return (self.init_state, self.upload, self.server_delta, self.init_client_state,
             self.correction, self.local_loss, self.before_steps, self.client_weights,
-            self.round_rule, tuple((h.name, h.per_run) for h in self.hyperparameters))
+            self.round_rule, self.after_send,
+            tuple((h.name, h.per_run) for h in self.hyperparameters))
 
   def with_fixed(self, fixed: dict) -> 'Algorithm':
     """The algorithm with its hyperparameters that are not per run (`fixed`: name -> value) put
@@ -150,7 +160,8 @@ class Algorithm(NamedTuple):
                          correction=bind(self.correction, 2),
                          local_loss=_with_context_hp(self.local_loss, fixed),
                          before_steps=_with_context_hp(self.before_steps, fixed),
-                         client_weights=bind(self.client_weights, 2))
+                         client_weights=bind(self.client_weights, 2),
+                         after_send=bind(self.after_send, 3))
 
 
 def _with_hp(f, position: int, fixed: dict):

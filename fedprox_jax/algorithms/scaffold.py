@@ -6,6 +6,8 @@ dc_i = c_i+ - c_i. With client weights q_i (training examples or batches, algori
 w <- w + lr_g sum_{i in S} (q_i / sum_{j in S} q_j) dy_i (the server optimizer, lr_g its learning
 rate) and c <- c + sum_{i in S} (q_i / sum_{j=1..N} q_j) dc_i, so c stays the q-weighted mean of
 all the c_i (with uniform q, the paper's (1/N) sum dc_i). Clients that do no step keep c_i.
+Where the aggregation stages change what is sent (compression, DP's clip), a client moves c_i by
+the dc it sent, not by the one it computed, so that c stays the mean of the c_i.
 """
 import jax
 import jax.numpy as jnp
@@ -37,6 +39,13 @@ def upload(result: base.ClientResult, state, client_state, hp):
   return {'delta': result.delta, 'dc': dc}, new_ci
 
 
+def after_send(sent, client_state, new_client_state, hp):
+  """c_i + the dc sent; c_i+ itself where the dc sent is the one computed (no rounding)."""
+  del hp
+  return jax.tree.map(lambda ci, new, dc: jnp.where(dc == new - ci, new, ci + dc), client_state,
+                      new_client_state, sent['dc'])
+
+
 def server_delta(totals: base.Totals, state, hp):
   del hp
   c = jax.tree.map(jnp.add, state['c'], base.mean(totals.sums['dc'], totals.population_weight))
@@ -48,4 +57,6 @@ ALGORITHM = base.Algorithm(name='scaffold',
                            upload=upload,
                            server_delta=server_delta,
                            init_client_state=init_client_state,
-                           correction=correction)
+                           correction=correction,
+                           downloads=('c',),
+                           after_send=after_send)

@@ -73,6 +73,29 @@ PRIVACY_ROWS = (
         'algorithm.mu': 0.0
     }),
 )
+# Compressed uploads (docs/compression.md) timed against the same round uncompressed: (label,
+# config changes), the first the reference.
+COMPRESSION_ROWS = (
+    ('fedprox', {}),
+    ('8_bits', {
+        'compression.bits': 8
+    }),
+    ('1_bit', {
+        'compression.bits': 1
+    }),
+    ('top_1%', {
+        'compression.topk': 0.01
+    }),
+    ('top_1%_ef', {
+        'compression.topk': 0.01,
+        'compression.error_feedback': True
+    }),
+    ('4_bits_top_10%_ef', {
+        'compression.bits': 4,
+        'compression.topk': 0.1,
+        'compression.error_feedback': True
+    }),
+)
 
 
 def peak_rss_mb() -> float:
@@ -205,6 +228,7 @@ def algorithms(base, num_rounds: int) -> dict:
   default, represented = algorithm_rows()
   out = {'default': _interleaved(base, default, num_rounds, 'fedprox')}
   out['privacy'] = _interleaved(base, list(PRIVACY_ROWS), num_rounds, 'fedprox')
+  out['compression'] = _interleaved(base, list(COMPRESSION_ROWS), num_rounds, 'fedprox')
   if represented:
     out['representation'] = _interleaved(base, represented, min(num_rounds, REPRESENTATION_ROUNDS),
                                          'fedavg')

@@ -54,7 +54,8 @@ def print_algorithms(a: dict) -> None:
   for group, title in (('default', 'algorithms on the default task'),
                        ('representation', 'algorithms that contrast representations'),
                        ('privacy',
-                        'client-level DP against the same algorithm with uniform weights')):
+                        'client-level DP against the same algorithm with uniform weights'),
+                       ('compression', 'compressed uploads against the uncompressed round')):
     if group not in a:
       continue
     g = a[group]

@@ -76,6 +76,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.privacy.clip_learning_rate = 0.2  # eta of adaptive clipping: C <- C exp(-eta (b - gamma)).
   c.privacy.clipped_count_stddev = 0.0  # sigma_b, the noise on the unclipped count; 0: K / 20.
 
+  # Compressed uploads (docs/compression.md): off at bits 0 and topk 1. Bytes are counted always.
+  c.compression = ml_collections.ConfigDict()
+  c.compression.bits = 0  # b in {1, 2, 4, 8, 16}: stochastic quantization; 0: off (32: float32).
+  c.compression.topk = 1.0  # Fraction of each tensor's coordinates kept by magnitude; 1: all.
+  c.compression.error_feedback = False  # Each client adds what it left out to its next upload.
+
   c.stragglers = ml_collections.ConfigDict()
   c.stragglers.fraction = 0.9  # Share of stragglers among the sampled clients.
   c.stragglers.mode = 'random'  # 'random': each client w.p. fraction (Flower's); 'fixed':

@@ -47,11 +47,20 @@ def _result(delta, params, steps, hp, before) -> ClientResult:
 
 
 def _upload_and_extras(algorithm: Algorithm, stages, result: ClientResult, runs: RunInputs, run,
-                       client_state):
-  """(upload, new client state, stage extras) of a job of run `run` whose work is `result`."""
+                       client_state, key):
+  """(upload, new client state, stage extras) of a job of run `run` whose work is `result` (`key`:
+  the job's key of the round, for the stages' draws). Where a stage keeps a state for every
+  client, the client state is aggregation/client_state.py's, whose 'stages' part the stages
+  update."""
   hp = take(runs.hp, run)
   upload, new_state = algorithm.upload(result, take(runs.state, run), client_state, hp)
-  upload, extras = aggregation.client(stages, upload, take(runs.aggregation, run), hp)
+  keeps = aggregation.keeps_client_state(stages)
+  upload, extras, stage_states = aggregation.client(stages, upload, take(runs.aggregation, run), hp,
+                                                    key, new_state['stages'] if keeps else None)
+  if keeps:
+    new_state = {**new_state, 'stages': stage_states}
+  if algorithm.after_send and any(s.client for s in stages):  # What was sent moves the state.
+    new_state = algorithm.after_send(upload, client_state, new_state, hp)
   return upload, new_state, extras
 
 
@@ -72,11 +81,13 @@ def run_lanes(algorithm: Algorithm,
               client_states,
               before,
               data,
+              job_keys,
               stages=()):
   """Runs lanes [L] for num_steps steps; returns each lane's sums of q_i * upload_i per run
   ([L, R, ...]) with the stages' extras summed over the aggregated clients ([L, R]), as
   (sums, extras), and its jobs' new client states ([L, J + 1, ...], None without client state).
-  `before` holds each job's before_steps means ([J + 1, ...], None without them)."""
+  `before` holds each job's before_steps means ([J + 1, ...], None without them), `job_keys`
+  each job's key of the round ([J + 1, 2]) for the stages' draws."""
   b = batch_size
   model = model_lib.outputs_of(apply_fn)
   loss_fn = algorithm.local_loss or client.default_loss
@@ -84,7 +95,7 @@ def run_lanes(algorithm: Algorithm,
   opt_init = client.local_optimizer(hp0['learning_rate'], hp0['weight_decay']).init(anchor0)
   upload_shape = jax.eval_shape(lambda: _upload_and_extras(
       algorithm, stages, _result(anchor0, anchor0, jobs.steps[0], hp0, take(before, 0)), runs, 0,
-      take(client_states, 0)))
+      take(client_states, 0), job_keys[0]))
   upload_shape = (upload_shape[0], upload_shape[2])
   num_runs = jax.tree.leaves(runs.params)[0].shape[0]
 
@@ -123,7 +134,7 @@ def run_lanes(algorithm: Algorithm,
     delta = jax.tree.map(jnp.subtract, params, anchor)
     upload, new_state, extras = _upload_and_extras(
         algorithm, stages, _result(delta, params, jobs.steps[job], hp, take(before, job)), runs,
-        run, take(client_states, job))
+        run, take(client_states, job), job_keys[job])
     w = jnp.where(end, jobs.weight[job], 0.0)
     sums = (_add(sums[0], run, w, upload), _add(sums[1], run, (w > 0).astype(jnp.float32), extras))
     if states_out is not None:
@@ -201,24 +212,33 @@ def add_idle_uploads(algorithm: Algorithm,
                      client_states,
                      before,
                      sums,
+                     job_keys,
                      stages=()):
   """`sums` ([R, ...] uploads, [R] extras) plus q_i * upload_i of the aggregated jobs that do no
   step (no lane runs them): a client with q_i > 0 and no work still uploads what its result gives
   (delta 0; q-FFL's h_i is not 0). Sampled cohorts have none (every aggregated client does an
   epoch or more), so this costs a test of the cohort alone, one job at a time where there are
-  some."""
+  some. Returns (sums, the stages' client states after those uploads [J + 1, ...]: an idle
+  client's residual changes as it sends it; None where no stage keeps one)."""
   num_jobs = jobs.num_jobs
   idle = (jobs.steps[:num_jobs] == 0) & (jobs.weight[:num_jobs] > 0)
+  keeps = aggregation.keeps_client_state(stages)
+  stage_states = client_states['stages'] if keeps else None
 
-  def add(j, sums):
+  def add(j, carry):
+    sums, stage_states = carry
     run = jobs.run[j]
     anchor, hp = take(runs.params, run), take(runs.hp, run)
     zero = jax.tree.map(jnp.zeros_like, anchor)
-    upload, _, extras = _upload_and_extras(
+    upload, new_state, extras = _upload_and_extras(
         algorithm, stages, _result(zero, anchor, jobs.steps[j], hp, take(before, j)), runs, run,
-        take(client_states, j))
+        take(client_states, j), job_keys[j])
     w = jnp.where(idle[j], jobs.weight[j], 0.0)
-    return _add(sums[0], run, w, upload), _add(sums[1], run, (w > 0).astype(jnp.float32), extras)
+    if keeps:
+      stage_states = jax.tree.map(lambda o, v: o.at[j].set(jnp.where(idle[j], v, o[j])),
+                                  stage_states, new_state['stages'])
+    return (_add(sums[0], run, w, upload), _add(sums[1], run, (w > 0).astype(jnp.float32),
+                                                extras)), stage_states
 
-  return jax.lax.cond(idle.any(), lambda s: jax.lax.fori_loop(0, num_jobs, add, s), lambda s: s,
-                      sums)
+  return jax.lax.cond(idle.any(), lambda c: jax.lax.fori_loop(0, num_jobs, add, c), lambda c: c,
+                      (sums, stage_states))

@@ -36,10 +36,18 @@ def device_budget(device) -> int:
   return min(DEVICE_BUDGET, limit // 8) if limit else DEVICE_BUDGET
 
 
-def check_fits(algorithm: Algorithm, needed: int, num_runs: int) -> None:
+def keepers(algorithm_name: str, own: bool, stages) -> str:
+  """Who keeps a state for every client: 'scaffold', 'error feedback' or both."""
+  names = ([algorithm_name]
+           if own else []) + [s.name.replace('_', ' ') for s in stages if s.init_client_state]
+  return ' and '.join(names)
+
+
+def check_fits(keeper: str, needed: int, num_runs: int) -> None:
+  """Refuses client states of `needed` bytes past host_budget(); `keeper`: whose they are."""
   machine.check_fits(
       needed,
-      host_budget(), f'{algorithm.name} keeps a state for every client: {{needed}} for '
+      host_budget(), f'{keeper} keeps a state for every client: {{needed}} for '
       f'{num_runs} run(s), more than a quarter of this machine\'s memory ({{budget}}): use fewer '
       'clients, a smaller model, or fewer runs per chunk (sweep.max_runs_per_chunk)',
       sizes=machine.gib_text)
@@ -48,12 +56,13 @@ def check_fits(algorithm: Algorithm, needed: int, num_runs: int) -> None:
 class ClientStates:
   """The [R, N, ...] client states of R runs, on the device or on the host."""
 
-  def __init__(self, algorithm: Algorithm, params, num_clients: int, replicated):
-    """`params`: the runs' initial parameters [R, ...]; `replicated`: the rounds' sharding."""
+  def __init__(self, algorithm: Algorithm, params, num_clients: int, replicated, keeper: str = ''):
+    """`params`: the runs' initial parameters [R, ...]; `replicated`: the rounds' sharding;
+    `keeper`: whose states they are, for the error (default: the algorithm's)."""
     num_runs = jax.tree.leaves(params)[0].shape[0]
     one_run = jax.tree.map(lambda a: a[0], params)
     needed = bytes_needed(algorithm, one_run, num_runs, num_clients)
-    check_fits(algorithm, needed, num_runs)
+    check_fits(keeper or algorithm.name, needed, num_runs)
     self._replicated = replicated
     self._device = jax.local_devices()[0]
     self.on_device = needed <= device_budget(self._device)

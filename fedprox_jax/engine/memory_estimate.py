@@ -14,7 +14,10 @@ naming the largest need, its fields and the fix (check_memory). Measured peaks o
 """
 from typing import NamedTuple
 
+from fedprox_jax import aggregation
+from fedprox_jax import algorithms
 from fedprox_jax.core import shuffle
+from fedprox_jax.engine import client_states
 from fedprox_jax.engine import evaluation
 from fedprox_jax.engine import machine
 from fedprox_jax.engine import model_cost
@@ -120,7 +123,7 @@ def estimate(program: ProgramSettings,
   if cost.client_state_bytes:
     terms.append(
         Term(r * num_clients * cost.client_state_bytes, 'first',
-             f'{p.algorithm}\'s state of each of {num_clients:,} clients',
+             f'{_keeper(p)}\'s state of each of {num_clients:,} clients',
              f'use fewer clients, or fewer runs per chunk ({n("runs_per_chunk")})'))
   if r > 1:  # A sweep's chunk: fewer runs side by side need less of all that the runs hold.
     chunks = n('runs_per_chunk')
@@ -183,3 +186,10 @@ def check_memory(terms: list[Term], devices: Devices) -> float:
         f'device, more than its {{budget}}; the most, {machine.size_text(largest)}, is '
         f'{term.what}: {term.fix}')
   return host
+
+
+def _keeper(p: ProgramSettings) -> str:
+  """Whose per-client state it is: the algorithm's, error feedback's, or both."""
+  stages = aggregation.chain(p.aggregation)
+  own = algorithms.get(p.algorithm).init_client_state is not None
+  return client_states.keepers(p.algorithm, own, stages)

@@ -1,6 +1,7 @@
 """What a program's model costs in memory: one model's parameters, the values an example's forward
-pass makes, a client's upload, the algorithm's per-client state and a run's server state; from
-shapes alone (nothing runs, so JAX's devices can still be configured afterwards).
+pass makes, a client's upload, the per-client state (the algorithm's and its aggregation stages')
+and a run's server state; from shapes alone (nothing runs, so JAX's devices can still be
+configured afterwards).
 """
 import functools
 from typing import NamedTuple
@@ -9,7 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedprox_jax import aggregation
 from fedprox_jax import algorithms
+from fedprox_jax.aggregation import client_state as stage_client_state
 from fedprox_jax.engine.program_settings import ProgramSettings
 from fedprox_jax.engine.run_settings import RunSettings
 from fedprox_jax.tasks import models
@@ -42,13 +45,21 @@ class ModelCost(NamedTuple):
   example_bytes: int  # Values one example's forward pass makes (a step keeps about as much).
   eval_example_bytes: int  # What one example's forward pass alone holds (loop bodies once).
   upload_bytes: int  # What a client uploads.
-  client_state_bytes: int  # What the algorithm keeps for a client (0: nothing).
+  client_state_bytes: int  # What the algorithm and the stages keep for a client (0: nothing).
   server_bytes: int  # A run's server state.
+  upload_shape: object = None  # The shapes of a client's upload (a pytree of ShapeDtypeStruct).
 
 
 @functools.lru_cache(maxsize=64)
-def _model_cost(model: str, options: tuple, num_classes: int, input_dim: int, algorithm: str,
-                optimizer: str, hp_names: tuple, fixed: tuple) -> ModelCost:
+def _model_cost(model: str,
+                options: tuple,
+                num_classes: int,
+                input_dim: int,
+                algorithm: str,
+                optimizer: str,
+                hp_names: tuple,
+                fixed: tuple,
+                stages: tuple = ()) -> ModelCost:
   """From shapes alone (everything traced inside eval_shape and make_jaxpr): nothing runs, so
   JAX's devices can still be configured after this."""
   from fedprox_jax.algorithms import server_optimizers  # pylint: disable=g-import-not-at-top
@@ -87,12 +98,15 @@ def _model_cost(model: str, options: tuple, num_classes: int, input_dim: int, al
   hp = {name: jax.ShapeDtypeStruct((), dtype) for name, dtype in hp_names}
   client_state, state, upload, server = jax.eval_shape(states, params, hp,
                                                        jax.ShapeDtypeStruct((), jnp.int32))
+  stage_bytes = stage_client_state.bytes_per_client(aggregation.chain(stages), upload)
   return ModelCost(param_bytes=_nbytes(params),
                    example_bytes=max(forward[1] - forward[0], 0),
                    eval_example_bytes=max(forward_alone[1] - forward_alone[0], 0),
                    upload_bytes=_nbytes(upload),
-                   client_state_bytes=_nbytes(client_state) if client_state is not None else 0,
-                   server_bytes=_nbytes(params) + _nbytes(server) + _nbytes(state))
+                   client_state_bytes=stage_bytes +
+                   (_nbytes(client_state) if client_state is not None else 0),
+                   server_bytes=_nbytes(params) + _nbytes(server) + _nbytes(state),
+                   upload_shape=upload)
 
 
 def for_program(program: ProgramSettings, run: RunSettings, num_classes: int,
@@ -102,4 +116,4 @@ def for_program(program: ProgramSettings, run: RunSettings, num_classes: int,
   hp_names = tuple(sorted((k, np.asarray(v).dtype.name) for k, v in run.hp.items()))
   return _model_cost(program.model, program.model_options, num_classes, input_dim,
                      program.algorithm, program.server_optimizer, hp_names,
-                     tuple(sorted(run.fixed.items())))
+                     tuple(sorted(run.fixed.items())), tuple(program.aggregation))

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedprox_jax import aggregation
 from fedprox_jax.algorithms.base import Algorithm
 from fedprox_jax.core import cohort as cohort_lib
 from fedprox_jax.core import lanes as lanes_lib
@@ -25,6 +26,20 @@ def _pad_jobs(tree, num_jobs):
       lambda a: jnp.concatenate(
           [a.reshape(num_jobs, *a.shape[2:]),
            jnp.zeros((1, *a.shape[2:]), a.dtype)]), tree)
+
+
+# A client's key for the stages' draws (quantization's rounding): fold_in(its own key of the
+# round, this stream). The cohort drew that key from (seed, round, client id), so a client draws
+# the same whatever its cohort position, lane, chunk or data placement (cohort_rows.for_round
+# swaps the ids for slots, never the keys), and a resumed run draws what an undisturbed one does.
+CLIENT_STREAM = 1 << 20
+
+
+def job_keys(cohort: Cohort):
+  """[J + 1, 2] keys of the round's jobs for the stages' draws (the empty job last)."""
+  flat = cohort.keys.reshape(-1, cohort.keys.shape[-1])
+  flat = jax.vmap(jax.random.fold_in, in_axes=(0, None))(flat, CLIENT_STREAM)
+  return jnp.concatenate([flat, flat[:1]])
 
 
 def make_train_cohort(algorithm: Algorithm,
@@ -57,6 +72,9 @@ def make_train_cohort(algorithm: Algorithm,
                    keys=None):
     num_runs, k = cohort.clients.shape
     num_jobs = num_runs * k
+    if keys is None:  # (A program without stages draws nothing from them.)
+      keys = jnp.zeros((num_runs, 2), jnp.uint32)
+    keys_of_jobs = job_keys(cohort)
     jobs = packing.make_jobs(cohort, data.sizes, data.offsets, batch_size, max_epochs)
     lane_jobs, lane_start, load = packing.pack_lanes(jobs.steps[:num_jobs], num_lanes)
     num_steps = jnp.max(load)
@@ -72,11 +90,14 @@ def make_train_cohort(algorithm: Algorithm,
                            mesh=mesh,
                            out_specs=lanes,
                            in_specs=(lanes, lanes, everywhere, everywhere, everywhere, everywhere,
-                                     everywhere, everywhere),
+                                     everywhere, everywhere, everywhere),
                            check_vma=False)
-    sums, states_out = loop(lane_jobs, lane_start, num_steps, jobs, runs, job_states, before, data)
-    sums, extras = lanes_lib.add_idle_uploads(algorithm, jobs, runs, job_states, before,
-                                              jax.tree.map(lambda a: a.sum(0), sums), stages)
+    sums, states_out = loop(lane_jobs, lane_start, num_steps, jobs, runs, job_states, before, data,
+                            keys_of_jobs)
+    (sums, extras), idle_states = lanes_lib.add_idle_uploads(algorithm, jobs, runs, job_states,
+                                                             before,
+                                                             jax.tree.map(lambda a: a.sum(0), sums),
+                                                             keys_of_jobs, stages)
     aggregated = jnp.where(jobs.weight[:num_jobs] > 0, jobs.weight[:num_jobs], 0.0)
     weight = jax.ops.segment_sum(aggregated, jobs.run[:num_jobs], num_runs)
     new_server, stage_stats = server_lib.update(algorithm,
@@ -93,11 +114,17 @@ def make_train_cohort(algorithm: Algorithm,
     if client_states is not None:  # Each job's state comes from the one lane that ran it.
       # Only the aggregated clients that did some work change theirs (a client left out of the
       # aggregate keeps its state, as it keeps its influence: none).
-      worked = (jobs.steps[:num_jobs] > 0) & (jobs.weight[:num_jobs] > 0)
-      client_states = jax.tree.map(
-          lambda new, old: jnp.where(worked.reshape(-1, *[1] * (old.ndim - 1)),
-                                     new.sum(0)[:num_jobs], old[:num_jobs]).reshape(
-                                         num_runs, k, *old.shape[1:]), states_out, job_states)
+      worked = jnp.concatenate([(jobs.steps[:num_jobs] > 0) & (jobs.weight[:num_jobs] > 0),
+                                jnp.zeros(1, bool)])
+      keep = lambda new, old: jax.tree.map(
+          lambda a, b: jnp.where(worked.reshape(-1, *[1] * (b.ndim - 1)), a, b), new, old)
+      if aggregation.keeps_client_state(stages):
+        # An aggregated client without work sent its stages' part too (its residual): it is
+        # idle_states' (the others' there are as they were).
+        job_states = {**job_states, 'stages': idle_states}
+      new_states = keep(jax.tree.map(lambda a: a.sum(0), states_out), job_states)
+      client_states = jax.tree.map(lambda a: a[:num_jobs].reshape(num_runs, k, *a.shape[1:]),
+                                   new_states)
     finite = jnp.stack([
         jnp.all(jnp.isfinite(p), axis=tuple(range(1, p.ndim)))
         for p in jax.tree.leaves(new_server.params)

@@ -14,7 +14,9 @@ import numpy as np
 
 from fedprox_jax import aggregation
 from fedprox_jax import algorithms
+from fedprox_jax.aggregation import client_state as stage_client_state
 from fedprox_jax.core import cohort as cohort_lib
+from fedprox_jax.engine import client_states
 from fedprox_jax.engine import cohort_rows
 from fedprox_jax.engine import evaluation
 from fedprox_jax.engine import machine
@@ -87,7 +89,7 @@ class Simulation:
                                  f'use fewer or smaller clients ({p.name("data")})')
     resources.check_rows(p, plan, self.batch_size)
     self._devices = machine.devices_now()
-    cost = model_cost.for_program(p, self.runs[0], data.num_classes, data.input_dim)
+    cost = self.cost = model_cost.for_program(p, self.runs[0], data.num_classes, data.input_dim)
     self._memory_terms = memory_estimate.estimate(p, cost, plan, self._devices, num_runs,
                                                   self.num_lanes, self.batch_size,
                                                   self.client_data_mode, data.num_clients)
@@ -139,8 +141,13 @@ class Simulation:
     self.initial_server = jax.device_put(
         jax.jit(lambda p, h: server_lib.init(self.algorithm, self.optimizer, p, h, self.stages))(
             initial_params, self.hp), replicated)
-    self.client_states = (ClientStates(self.algorithm, initial_params, data.num_clients, replicated)
-                          if self.algorithm.init_client_state else None)
+    # The stages' per-client states (error feedback's residuals) are kept with the algorithm's.
+    keeper = client_states.keepers(self.algorithm.name, bool(self.algorithm.init_client_state),
+                                   self.stages)
+    self.algorithm = stage_client_state.with_client_state(self.algorithm, self.stages,
+                                                          self.cost.upload_shape)
+    self.client_states = (ClientStates(self.algorithm, initial_params, data.num_clients, replicated,
+                                       keeper) if self.algorithm.init_client_state else None)
     if self.client_data_mode == 'per_round' and p.client_data == 'auto':
       logging.info(
           'Client data: held once by each process, the cohort\'s rows gathered each '

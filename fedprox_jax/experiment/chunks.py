@@ -7,10 +7,12 @@ import jax
 import ml_collections
 import numpy as np
 
+from fedprox_jax import aggregation
 from fedprox_jax import algorithms
 from fedprox_jax import tasks
 from fedprox_jax.engine import client_states
 from fedprox_jax.engine import evaluation
+from fedprox_jax.engine import model_cost
 from fedprox_jax.experiment import settings
 from fedprox_jax.tasks import models
 
@@ -37,6 +39,11 @@ def runs_per_chunk(config: ml_collections.ConfigDict, requested: int) -> int:
   algorithm = algorithms.get(config.algorithm.name)
   # (A task that knows its clients only once loaded: counted then, by ClientStates.)
   state_bytes = client_states.bytes_needed(algorithm, shapes, 1, config.data.get('num_clients', 0))
+  if any(s.init_client_state for s in aggregation.chain(settings.stages(config))):
+    # Error feedback's residuals too: the algorithm's and the stages', as the engine counts them.
+    cost = model_cost.for_program(settings.for_program(config), settings.for_run(config),
+                                  *tasks.model_dims(config.data))
+    state_bytes = cost.client_state_bytes * config.data.get('num_clients', 0)
   if requested:
     return requested
   device = jax.local_devices()[0]

@@ -13,6 +13,7 @@ from fedprox_jax.engine.simulation import Simulation
 from fedprox_jax.errors import ConfigError
 from fedprox_jax.errors import Interrupted
 from fedprox_jax.errors import NonFiniteError
+from fedprox_jax.experiment import communication
 from fedprox_jax.experiment import privacy
 from fedprox_jax.experiment.checkpoint_state import flat_state
 from fedprox_jax.experiment.checkpoint_state import unflat_state
@@ -226,6 +227,9 @@ def run_rounds(sim: Simulation,
             restored.progress['num_lanes'])
     logging.info('Resuming from the checkpoint of round %d', restored.round)
   hp = sim.with_hp(rule.hyperparameters(rule_state) if rule else {})
+  traffic = communication.Traffic(sim)
+  if restored:
+    traffic.replay(sim, restored.round, hp)
   accounts = ledgers(sim)
   if accounts:  # The noise is final here (calibrated, or restored): can adaptive clipping split it?
     final = jax.tree.map(np.asarray, sim.hp)
@@ -255,12 +259,13 @@ def run_rounds(sim: Simulation,
         _check_finite(~stats['finite'], r, labels, 'global model', _private(sim))
         for k in ('executed_steps', 'real_steps'):
           progress[k] += int(stats[k])
+        traffic.add(stats['active_clients'])
         round_times.append(time.perf_counter() - tick)
       with signals.deferred():  # The round's record and checkpoint are written whole.
         if r in evaluate_at:
           metrics = _evaluate_and_write(sim, c.num_rounds, server.params, r, stats,
                                         np.asarray(hp['mu']), round_times, writers, labels, start,
-                                        eta, accounts)
+                                        eta, accounts, traffic)
           if rule and enabled.any():  # Validation guarantees an evaluation every round.
             rule_state = rule.update(rule_state, metrics[rule.metric], enabled)
             hp = sim.with_hp(rule.hyperparameters(rule_state))
@@ -303,9 +308,10 @@ def _interrupted_message(done: int, checkpoints: Checkpoints | None) -> str:
 def _evaluate_and_write(sim: Simulation, num_rounds: int, params, r: int, stats: dict,
                         mu: np.ndarray, round_times: list[float], writers: Sequence[RunWriter],
                         labels: Sequence[str], start: float, eta: Eta,
-                        accounts: list[privacy.Ledger] | None) -> dict[str, np.ndarray]:
-  """Evaluates every run's model, writes its record and logs a progress line with an ETA (and
-  with DP, the runs' epsilon after r rounds and their aggregation stages' stats)."""
+                        accounts: list[privacy.Ledger] | None,
+                        traffic: communication.Traffic) -> dict[str, np.ndarray]:
+  """Evaluates every run's model, writes its record (with its bytes sent, and with DP its epsilon
+  after r rounds, and its aggregation stages' stats) and logs a progress line with an ETA."""
   metrics = sim.evaluate(params, r)
   for name, values in metrics.items():  # A finite model can still have infinite logits.
     _check_finite(~np.isfinite(values), r, labels, name, _private(sim))
@@ -319,6 +325,7 @@ def _evaluate_and_write(sim: Simulation, num_rounds: int, params, r: int, stats:
           'time/round_s': round_times[-1]
       })
       record.update({k: float(v[i]) for k, v in stats['aggregation'].items() if np.isfinite(v[i])})
+    record.update(traffic.record(i))
     if accounts:
       record.update({
           'privacy/epsilon': accounts[i].epsilon(r),

@@ -99,7 +99,10 @@ def for_run(config: ml_collections.ConfigDict) -> RunSettings:
                                                                hp['server_learning_rate'])
   hp.update(_own(config, per_run=True))
   for stage in aggregation.chain(stages(config)):
-    hp.update({key: float(config_fields.get(config, f)) for f, key in stage.fields.items()})
+    hp.update({
+        key: float(stage.encode.get(key, float)(config_fields.get(config, f)))
+        for f, key in stage.fields.items()
+    })
   hp.update({key: bool(flag(config)) for key, flag in _FLAGS.items()})
   hp.update({key: int(code(config)) for key, code in _CODES.items()})
   return RunSettings(seed=config.seed, hp=hp, fixed=_own(config, per_run=False))

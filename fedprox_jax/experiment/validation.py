@@ -4,6 +4,7 @@ import logging
 
 import ml_collections
 
+from fedprox_jax import aggregation
 from fedprox_jax import algorithms
 from fedprox_jax import config_fields
 from fedprox_jax import tasks
@@ -15,6 +16,7 @@ from fedprox_jax.engine import client_states
 from fedprox_jax.engine import cohort_rows
 from fedprox_jax.engine import model_cost
 from fedprox_jax.engine import resources
+from fedprox_jax.experiment import communication
 from fedprox_jax.experiment import preflight
 from fedprox_jax.experiment import privacy
 from fedprox_jax.experiment import settings
@@ -66,6 +68,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   require(c.client.weight_decay >= 0, 'client.weight_decay',
           f'= {c.client.weight_decay} must be >= 0')
   _validate_algorithm(c)
+  communication.validate(c)
   privacy.validate(c)
   require(0 <= c.stragglers.fraction <= 1, 'stragglers.fraction',
           f'= {c.stragglers.fraction} must be in [0, 1]')
@@ -206,13 +209,16 @@ def warn_unused(c: ml_collections.ConfigDict, label: str = 'the run') -> None:
 
 
 def check_client_state_fits(c: ml_collections.ConfigDict, num_runs: int) -> None:
-  """Refuses an algorithm whose per-client state would not fit in memory, before any compute."""
+  """Refuses per-client state (the algorithm's, error feedback's residuals) that would not fit in
+  memory, before any compute."""
   algorithm = algorithms.get(c.algorithm.name)
-  if algorithm.init_client_state is None or 'num_clients' not in c.data:
+  stages = aggregation.chain(settings.stages(c))
+  keeper = client_states.keepers(algorithm.name, bool(algorithm.init_client_state), stages)
+  if not keeper or 'num_clients' not in c.data:
     return  # (A task that knows its clients once loaded is checked then, by ClientStates.)
   # From shapes, traced once per model and algorithm (not once per run of a sweep).
   num_classes, input_dim = tasks.model_dims(c.data)
   cost = model_cost.for_program(settings.for_program(c), settings.for_run(c), num_classes,
                                 input_dim)
   needed = cost.client_state_bytes * num_runs * c.data.num_clients
-  client_states.check_fits(algorithm, needed, num_runs)
+  client_states.check_fits(keeper, needed, num_runs)

@@ -45,6 +45,9 @@ ADDED_FIELDS = {
     'privacy.target_quantile': 0.0,
     'privacy.clip_learning_rate': 0.2,
     'privacy.clipped_count_stddev': 0.0,
+    'compression.bits': 0,
+    'compression.topk': 1.0,
+    'compression.error_feedback': False,
 }
 # Algorithms' own hyperparameters that every release's configs have held.
 _ALWAYS_HELD = ('algorithm.adaptive_mu',)
