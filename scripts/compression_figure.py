@@ -7,7 +7,8 @@ accuracy) and a figure with one panel per method, accuracy against cumulative up
         "CNN=/tmp/compression_cnn"
 
 Each curve is the mean over the seeds, at each evaluated round, of the accuracy (drawn as a moving
-mean over SMOOTH evaluated rounds: single-client rounds make it jump) and of the cumulative upload
+mean over SMOOTH evaluated rounds where a run evaluates every round: single-client rounds make it
+jump) and of the cumulative upload
 (comm/upload_bytes_total). "MB to 0.80" is that mean upload at the first round
 whose mean accuracy reaches 0.80 ("-": never within the run); "MB to 0.60" likewise (FedAvg
 dropping 90% stragglers stays below 0.80).
@@ -41,13 +42,17 @@ def _label(series: str) -> tuple[str, str, str]:
   """(legend label, color, line style) of a series: 'fedprox_topk_ef-topk0.1' is top 10% + EF."""
   setting = series.split('-', 1)[1] if '-' in series else 'none'
   names = {'none': 'uncompressed', 'topk0.1': 'top 10%', 'topk0.01': 'top 1%'}
-  label = names.get(setting, setting.replace('bits', '') + ' bits')
+  label = names.get(setting,
+                    setting.replace('bits', '') + (' bit' if setting == 'bits1' else ' bits'))
   feedback = '_topk_ef' in series
   return label + (' + EF' if feedback else ''), COLORS.get(setting,
                                                            'grey'), '--' if feedback else '-'
 
 
 def _smooth(values: np.ndarray) -> np.ndarray:
+  """A moving mean over SMOOTH evaluations; as they are where there are few (every 10th round)."""
+  if len(values) <= 4 * SMOOTH:
+    return values
   kernel = np.ones(SMOOTH) / SMOOTH
   padded = np.concatenate([np.full(SMOOTH - 1, values[0]), values])
   return np.convolve(padded, kernel, mode='valid')

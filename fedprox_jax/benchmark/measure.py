@@ -221,6 +221,27 @@ def _interleaved(base, rows: list, num_rounds: int, reference: str) -> dict:
               })
 
 
+def compression_on_the_cnn(base) -> dict:
+  """Compressed CNN rounds (1.66M parameters: top-k's search is over the largest tensor's 1.6M)
+  against the uncompressed one, FedAvg on the representation rows' setting."""
+  cnn = {
+      'model.name': 'cnn',
+      'algorithm.name': 'fedavg',
+      'algorithm.mu': 0.0,
+      **REPRESENTATION_CHANGES
+  }
+  rows = [(label, {
+      **cnn,
+      **changes
+  })
+          for label, changes in COMPRESSION_ROWS
+          if label in ('fedprox', '8_bits', 'top_1%', 'top_1%_ef')]
+  rows[0] = ('fedavg', rows[0][1])
+  out = _interleaved(base, rows, REPRESENTATION_ROUNDS, 'fedavg')
+  out['changes'] = cnn
+  return out
+
+
 def algorithms(base, num_rounds: int) -> dict:
   """Training rounds of every algorithm on the default task against FedProx's, and of those that
   need a model's representation on the CNN against FedAvg's there."""
@@ -229,6 +250,7 @@ def algorithms(base, num_rounds: int) -> dict:
   out = {'default': _interleaved(base, default, num_rounds, 'fedprox')}
   out['privacy'] = _interleaved(base, list(PRIVACY_ROWS), num_rounds, 'fedprox')
   out['compression'] = _interleaved(base, list(COMPRESSION_ROWS), num_rounds, 'fedprox')
+  out['compression_cnn'] = compression_on_the_cnn(base)
   if represented:
     out['representation'] = _interleaved(base, represented, min(num_rounds, REPRESENTATION_ROUNDS),
                                          'fedavg')

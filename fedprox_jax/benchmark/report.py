@@ -55,7 +55,8 @@ def print_algorithms(a: dict) -> None:
                        ('representation', 'algorithms that contrast representations'),
                        ('privacy',
                         'client-level DP against the same algorithm with uniform weights'),
-                       ('compression', 'compressed uploads against the uncompressed round')):
+                       ('compression', 'compressed uploads against the uncompressed round'),
+                       ('compression_cnn', 'compressed uploads on the CNN')):
     if group not in a:
       continue
     g = a[group]
