@@ -36,11 +36,10 @@ def device_budget(device) -> int:
   return min(DEVICE_BUDGET, limit // 8) if limit else DEVICE_BUDGET
 
 
-def keepers(algorithm_name: str, own: bool, stages) -> str:
-  """Who keeps a state for every client: 'scaffold', 'error feedback' or both."""
-  names = ([algorithm_name]
-           if own else []) + [s.name.replace('_', ' ') for s in stages if s.init_client_state]
-  return ' and '.join(names)
+def keepers(algorithm: Algorithm, stages) -> str:
+  """Who keeps a state for every client: 'scaffold', 'error feedback', both, or '' (no one)."""
+  names = [algorithm.name] if algorithm.init_client_state else []
+  return ' and '.join(names + [s.name.replace('_', ' ') for s in stages if s.init_client_state])
 
 
 def check_fits(keeper: str, needed: int, num_runs: int) -> None:

@@ -190,6 +190,4 @@ def check_memory(terms: list[Term], devices: Devices) -> float:
 
 def _keeper(p: ProgramSettings) -> str:
   """Whose per-client state it is: the algorithm's, error feedback's, or both."""
-  stages = aggregation.chain(p.aggregation)
-  own = algorithms.get(p.algorithm).init_client_state is not None
-  return client_states.keepers(p.algorithm, own, stages)
+  return client_states.keepers(algorithms.get(p.algorithm), aggregation.chain(p.aggregation))

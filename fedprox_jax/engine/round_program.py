@@ -72,8 +72,6 @@ def make_train_cohort(algorithm: Algorithm,
                    keys=None):
     num_runs, k = cohort.clients.shape
     num_jobs = num_runs * k
-    if keys is None:  # (A program without stages draws nothing from them.)
-      keys = jnp.zeros((num_runs, 2), jnp.uint32)
     keys_of_jobs = job_keys(cohort)
     jobs = packing.make_jobs(cohort, data.sizes, data.offsets, batch_size, max_epochs)
     lane_jobs, lane_start, load = packing.pack_lanes(jobs.steps[:num_jobs], num_lanes)

@@ -142,8 +142,7 @@ class Simulation:
         jax.jit(lambda p, h: server_lib.init(self.algorithm, self.optimizer, p, h, self.stages))(
             initial_params, self.hp), replicated)
     # The stages' per-client states (error feedback's residuals) are kept with the algorithm's.
-    keeper = client_states.keepers(self.algorithm.name, bool(self.algorithm.init_client_state),
-                                   self.stages)
+    keeper = client_states.keepers(self.algorithm, self.stages)
     self.algorithm = stage_client_state.with_client_state(self.algorithm, self.stages,
                                                           self.cost.upload_shape)
     self.client_states = (ClientStates(self.algorithm, initial_params, data.num_clients, replicated,

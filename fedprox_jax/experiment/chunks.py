@@ -28,22 +28,22 @@ def _num_params(config: ml_collections.ConfigDict):
   shapes = jax.eval_shape(
       lambda key: models.create_model(config.model.name, num_classes, input_dim, key,
                                       **models.options(config.model))[1], jax.random.PRNGKey(0))
-  return shapes, sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes))
+  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes))
 
 
 def runs_per_chunk(config: ml_collections.ConfigDict, requested: int) -> int:
   """How many runs of this config's structure one program may hold: `requested`, or a quarter of
   the device's memory over a rough per-run footprint (parameters in every lane, the evaluation's
   activations), and no more clients' states than memory holds."""
-  shapes, num_params = _num_params(config)
-  algorithm = algorithms.get(config.algorithm.name)
-  # (A task that knows its clients only once loaded: counted then, by ClientStates.)
-  state_bytes = client_states.bytes_needed(algorithm, shapes, 1, config.data.get('num_clients', 0))
-  if any(s.init_client_state for s in aggregation.chain(settings.stages(config))):
-    # Error feedback's residuals too: the algorithm's and the stages', as the engine counts them.
+  num_params = _num_params(config)
+  state_bytes = 0
+  if 'num_clients' in config.data and client_states.keepers(
+      algorithms.get(config.algorithm.name), aggregation.chain(settings.stages(config))):
+    # The algorithm's and the stages' (error feedback's residuals), as the engine counts them. (A
+    # task that knows its clients only once loaded: counted then, by ClientStates.)
     cost = model_cost.for_program(settings.for_program(config), settings.for_run(config),
                                   *tasks.model_dims(config.data))
-    state_bytes = cost.client_state_bytes * config.data.get('num_clients', 0)
+    state_bytes = cost.client_state_bytes * config.data.num_clients
   if requested:
     return requested
   device = jax.local_devices()[0]

@@ -212,8 +212,7 @@ def check_client_state_fits(c: ml_collections.ConfigDict, num_runs: int) -> None
   """Refuses per-client state (the algorithm's, error feedback's residuals) that would not fit in
   memory, before any compute."""
   algorithm = algorithms.get(c.algorithm.name)
-  stages = aggregation.chain(settings.stages(c))
-  keeper = client_states.keepers(algorithm.name, bool(algorithm.init_client_state), stages)
+  keeper = client_states.keepers(algorithm, aggregation.chain(settings.stages(c)))
   if not keeper or 'num_clients' not in c.data:
     return  # (A task that knows its clients once loaded is checked then, by ClientStates.)
   # From shapes, traced once per model and algorithm (not once per run of a sweep).
