@@ -10,12 +10,15 @@ import pytest
 from fedprox_jax import experiment
 from fedprox_jax.algorithms import server_optimizers
 from fedprox_jax.engine import client_states
+from fedprox_jax.engine import machine
+from fedprox_jax.engine import memory_estimate
 from fedprox_jax.engine import reference
 from fedprox_jax.errors import ConfigError
 from fedprox_jax.experiment import rounds
 from fedprox_jax.experiment import validation
 from fedprox_jax.experiment.checkpoints import Restored
 from fedprox_jax.experiment.settings import simulation
+from fedprox_jax.tasks import data_plan
 from tests.conftest import settings
 from tests.conftest import tiny_config
 from tests.conftest import tiny_data
@@ -110,6 +113,7 @@ def test_scaffold_client_states_on_device_or_host_follow_the_reference(on_device
       })
   sim = simulation(config, data, [settings(config), settings(config, seed=5)])
   assert sim.client_states.on_device == on_device
+  assert sim.client_states.in_round == on_device  # One device: the round reads and writes it.
   hp = {k: np.asarray(v) for k, v in sim.hp.items()}
   ref_round = reference.make_reference_round(sim.apply_fn,
                                              algorithm='scaffold',
@@ -128,6 +132,35 @@ def test_scaffold_client_states_on_device_or_host_follow_the_reference(on_device
     jax.tree.map(close, server.params, ref.params)
     jax.tree.map(close, jax.tree.leaves(sim.client_states.get()), ref.client_c)
   assert np.abs(np.asarray(jax.tree.leaves(sim.client_states.get())[0])).max() > 0
+
+
+@pytest.mark.parametrize(
+    'needed, num_devices, cpu, one_process, where',
+    [
+        (400, 2, True, True, 'devices'),
+        (600, 2, True, True, 'device'),  # CPU devices share the budget: two copies pass it.
+        (600, 2, False, True, 'devices'),  # An accelerator's budget is each device's own.
+        (400, 2, True, False, 'device'),  # Several processes: each keeps its own, as before.
+        (1001, 1, True, True, 'host'),
+    ])
+def test_client_states_live_where_their_budget_allows(needed, num_devices, cpu, one_process, where):
+  assert client_states.home(needed, 1000, num_devices, cpu, one_process) == where
+
+
+def test_the_memory_estimate_counts_each_copy_of_the_client_states(monkeypatch):
+  config = tiny_config(**{'algorithm.name': 'scaffold'})
+  data = tiny_data()
+  sim = simulation(config, data, [settings(config)])
+  store = lambda terms: next(t for t in terms if 'state of each of' in t.what)
+  assert sim.client_states.in_round and store(sim._memory_terms).place == 'each'
+  plan = data_plan.loaded_data(data, config.clients_per_round, '')
+  two = machine.Devices(count=2, cpu=True, memory=1 << 34, platform='cpu')
+  estimate = lambda: memory_estimate.estimate(sim.program, sim.cost, plan, two, 1, 2, sim.
+                                              batch_size, 'replicated', data.num_clients)
+  copies = store(estimate())
+  assert copies.place == 'each'  # Counted on each of the two devices (peak()).
+  monkeypatch.setattr(client_states, 'DEVICE_BUDGET', int(1.5 * copies.bytes))
+  assert store(estimate()).place == 'first'  # Two copies would pass the budget: one device's.
 
 
 def test_a_client_state_that_cannot_fit_is_refused(monkeypatch):

@@ -18,6 +18,7 @@ from fedprox_jax.aggregation import encoding
 from fedprox_jax.aggregation import error_feedback
 from fedprox_jax.aggregation import quantization
 from fedprox_jax.aggregation import sparsification
+from fedprox_jax.aggregation import uniform_draws
 from fedprox_jax.experiment import validation
 from tests import reference_runs as rr
 from tests.packed_rounds import packed_rounds
@@ -83,6 +84,52 @@ def test_top_k_with_ties_still_keeps_exactly_its_count():
   mask = np.asarray(sparsification.top_k_mask(x, _hp(topk=0.5)['topk']))
   assert mask.sum() == 5
   np.testing.assert_array_equal(np.flatnonzero(mask), [0, 1, 2, 4, 7])  # Ties: lower index.
+
+
+def test_top_k_ties_are_broken_alike_vmapped_and_alone():
+  """Vmapped, the tie-breaking cond computes both branches and selects: the same masks."""
+  rows = jnp.array([[3.0, -1.0, 1.0, 1.0, -3.0, 1.0, 0.0, 2.0, -1.0, 1.0],
+                    [0.5, -4.0, 3.0, 2.0, -1.0, 0.25, 6.0, -7.0, 1.5, 0.1]])
+  fractions = jnp.stack([_hp(topk=0.5)['topk'], _hp(topk=0.3)['topk']])
+  both = np.asarray(jax.vmap(sparsification.top_k_mask)(rows, fractions))
+  np.testing.assert_array_equal(np.flatnonzero(both[0]), [0, 1, 2, 4, 7])  # A tie: lower index.
+  np.testing.assert_array_equal(np.flatnonzero(both[1]), [1, 6, 7])  # No tie: the largest.
+  for row, fraction, mask in zip(rows, fractions, both):
+    np.testing.assert_array_equal(np.asarray(sparsification.top_k_mask(row, fraction)), mask)
+
+
+def test_compression_vmapped_over_runs_equals_each_run_alone():
+  """Vmapped (lanes of several runs), the stage's conds select between both branches; alone,
+  each runs one branch. The uploads sent are the same either way, for every setting."""
+  settings = [(0, 0.3), (4, 1.0), (32, 0.1), (2, 0.3), (0, 1.0)]
+  hp = {k: jnp.stack([_hp(b, t)[k] for b, t in settings]) for k in ('bits', 'topk')}
+  keys = jax.random.split(jax.random.PRNGKey(3), len(settings))
+  uploads = {
+      'w': jax.random.normal(jax.random.PRNGKey(4), (len(settings), 20, 6)),
+      'b': jax.random.normal(jax.random.PRNGKey(5), (len(settings), 6))
+  }
+  together = jax.vmap(compress.compress)(uploads, hp, keys)
+  for i in range(len(settings)):
+    alone = jax.jit(compress.compress)(jax.tree.map(lambda a, i=i: a[i], uploads),
+                                       jax.tree.map(lambda a, i=i: a[i], hp), keys[i])
+    # The same coordinates, at the same levels: the two programs may round the level's value
+    # (lo (1 - f) + hi f) in a different order, within a float32 ulp or two.
+    rr.assert_trees(lambda a, b: np.testing.assert_array_equal(a != 0, b != 0), alone,
+                    jax.tree.map(lambda a, i=i: a[i], together))
+    rr.assert_trees(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=0), alone,
+                    jax.tree.map(lambda a, i=i: a[i], together))
+  assert not np.array_equal(together['w'][1], uploads['w'][1])  # 4 bits: changed.
+
+
+@pytest.mark.parametrize('shape', [(1,), (7, 5), (784, 10), (3, 4, 5)])
+def test_quantizations_draws_are_jax_random_uniforms(shape):
+  """uniform_draws unrolls Threefry for CPU speed; its values are jax.random.uniform's."""
+  with jax.threefry_partitionable(True):  # JAX's default.
+    for seed in range(3):
+      key = jax.random.fold_in(jax.random.PRNGKey(seed), 1 << 20)
+      np.testing.assert_array_equal(
+          np.asarray(jax.jit(uniform_draws.uniform, static_argnums=1)(key, shape)),
+          np.asarray(jax.random.uniform(key, shape)))
 
 
 def test_error_feedback_sends_over_the_rounds_what_the_uncompressed_uploads_sum_to():
@@ -213,7 +260,8 @@ def _sparsified_reference(data, cohorts, fraction, feedback):
 
 
 @pytest.mark.parametrize('feedback', [False, True])
-def test_sparsified_rounds_equal_a_plain_loop_that_keeps_the_top_k_by_hand(feedback):
+@pytest.mark.parametrize('num_lanes', [1, 3])  # One lane uploads unbatched: the conds skip work.
+def test_sparsified_rounds_equal_a_plain_loop_that_keeps_the_top_k_by_hand(feedback, num_lanes):
   data = rr.uneven_data()
   cohorts = rr.no_drop_cohorts(data[3], rounds=4)
   got, _ = packed_rounds('fedprox',
@@ -223,6 +271,7 @@ def test_sparsified_rounds_equal_a_plain_loop_that_keeps_the_top_k_by_hand(feedb
                          data,
                          cohorts=cohorts,
                          rounds=4,
+                         num_lanes=num_lanes,
                          stages=('error_feedback' if feedback else 'compress',))
   expected = _sparsified_reference(data, cohorts, 0.3, feedback)
   rr.assert_trees(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), got.params, expected)

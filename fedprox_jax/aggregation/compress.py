@@ -27,7 +27,9 @@ def compress(upload, hp, key):
   keys = jax.random.split(key, len(leaves))
   sent = []
   for x, k in zip(leaves, keys):
-    kept = jnp.where(hp['topk'] < 1, sparsification.top_k_mask(x, hp['topk']), True)
+    # A cond, not a where: a run that keeps every coordinate skips the search (lanes.py).
+    kept = jax.lax.cond(hp['topk'] < 1, sparsification.top_k_mask,
+                        lambda x, _: jnp.ones(x.shape, bool), x, hp['topk'])
     sent.append(quantization.quantize(x, hp['bits'], k, kept))
   return jax.tree.unflatten(treedef, sent)
 

@@ -192,7 +192,8 @@ def side_by_side(base, runs, num_rounds: int, data=None, sim=None) -> dict:
 
 def _interleaved(base, rows: list, num_rounds: int, reference: str) -> dict:
   """Training rounds of each (label, changes) row, interleaved round by round so that the
-  machine's noise falls on all of them alike; medians and ratios to `reference`'s."""
+  machine's noise falls on all of them alike; medians and ratios to `reference`'s, and every
+  round's time (the rows train the same cohorts: one seed)."""
   sims, servers, data = {}, {}, {}
   for label, changes in rows:
     config = ml_collections.ConfigDict(base.to_dict())
@@ -210,15 +211,17 @@ def _interleaved(base, rows: list, num_rounds: int, reference: str) -> dict:
       servers[label], _ = jax.block_until_ready(sim.run_round(servers[label], r))
       times[label].append(time.perf_counter() - tick)
   medians = {label: float(np.median(t)) for label, t in times.items()}
-  return dict(rounds=num_rounds,
-              reference=reference,
-              round_s_median=medians,
-              round_s_min_max={
-                  k: (float(min(t)), float(max(t))) for k, t in times.items()
-              },
-              ratio={
-                  k: v / medians[reference] for k, v in medians.items()
-              })
+  return dict(
+      rounds=num_rounds,
+      reference=reference,
+      round_s=times,  # Round by round: rows compare round r with round r (one cohort).
+      round_s_median=medians,
+      round_s_min_max={
+          k: (float(min(t)), float(max(t))) for k, t in times.items()
+      },
+      ratio={
+          k: v / medians[reference] for k, v in medians.items()
+      })
 
 
 def compression_on_the_cnn(base) -> dict:

@@ -1,6 +1,8 @@
 """The benchmark's results as tables and lines on stdout."""
 import os
 
+import numpy as np
+
 
 def print_table(results: dict) -> None:
   single, sweep = results['single:full'], results['sweep:full']
@@ -71,7 +73,17 @@ def print_algorithms(a: dict) -> None:
       against = against if against in g['round_s_median'] else g['reference']
       ratio = median / g['round_s_median'][against]
       print(f'  {label:12s}{median * 1e3:8.2f} ms  (min {low * 1e3:.2f}, max {high * 1e3:.2f})  '
-            f'{ratio:.2f}x {against}')
+            f'{ratio:.2f}x {against}{_paired(g, label, against)}')
+
+
+def _paired(group: dict, label: str, against: str) -> str:
+  """The median and quartiles of the round-by-round ratios: each round's cohort is the same in
+  every row, so its ratio is free of the spread between cohorts (rounds of 5 to 35 ms here)."""
+  if 'round_s' not in group or label == against:
+    return ''
+  ratios = np.asarray(group['round_s'][label]) / np.asarray(group['round_s'][against])
+  q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+  return f'; round by round {median:.2f}x (quartiles {q1:.2f}-{q3:.2f})'
 
 
 def print_cohorts(results: dict) -> None:

@@ -10,7 +10,7 @@ from absl import flags
 OUT = flags.DEFINE_string('out', 'benchmark.json', 'Where the JSON results go.')
 ROUNDS = flags.DEFINE_integer('rounds', 100, 'Rounds of the full runs.')
 REFERENCE_ROUNDS = flags.DEFINE_integer('reference_rounds', 10, 'Rounds timed side by side.')
-ALGORITHM_ROUNDS = flags.DEFINE_integer('algorithm_rounds', 30,
+ALGORITHM_ROUNDS = flags.DEFINE_integer('algorithm_rounds', 100,
                                         'Training rounds timed per algorithm.')
 SWEEP = flags.DEFINE_string('sweep', 'configs/sweeps/mnist_figure.py', 'Sweep config file.')
 COHORTS = flags.DEFINE_list('cohorts', [], 'Clients per round at which to time the CNN.')

@@ -7,7 +7,8 @@ lane asks the algorithm for the client's upload, passes it through the client si
 aggregation stages (clipping), adds q_i * upload to its own sums for the job's run (masked where
 q_i = 0, so a client left out can never inject a NaN) and the stages' extras to their sums, and
 keeps the client's new persistent state, if the algorithm has one. Nothing crosses lanes until the
-caller sums them.
+caller sums them. A program of one lane (each CPU device's) uploads unbatched, so that the stages'
+lax.conds skip the work a run does not ask for (top-k's search where it keeps everything).
 """
 from typing import NamedTuple
 
@@ -143,7 +144,14 @@ def run_lanes(algorithm: Algorithm,
     return sums, states_out
 
   all_lanes_step = jax.vmap(lane_step, in_axes=(None, 0, 0, 0, 0))
-  all_lanes_finish = jax.vmap(finish)
+  if lane_jobs.shape[0] == 1:
+    # One lane (a CPU device's share): its uploads run unbatched, so that a stage's lax.cond
+    # skips the work its run does not ask for (vmapped, a cond computes both branches).
+    unbatched = lambda tree: jax.tree.map(lambda a: a[0], tree)
+    batched = lambda tree: jax.tree.map(lambda a: a[None], tree)
+    all_lanes_finish = lambda *args: batched(finish(*unbatched(args)))
+  else:
+    all_lanes_finish = jax.vmap(finish)
 
   def body(carry):
     t, params, opt_state, sums, states_out = carry

@@ -121,8 +121,13 @@ def estimate(program: ProgramSettings,
              f'the dissimilarity\'s gradients of {num_clients:,} clients',
              f'set {n("eval_dissimilarity")}=False', 'eval'))
   if cost.client_state_bytes:
+    needed = r * num_clients * cost.client_state_bytes
+    budget = (client_states.DEVICE_BUDGET
+              if devices.cpu else min(client_states.DEVICE_BUDGET, devices.memory // 8))
+    where = client_states.home(needed, budget, devices.everywhere or devices.count, devices.cpu,
+                               devices.everywhere in (0, devices.count))
     terms.append(
-        Term(r * num_clients * cost.client_state_bytes, 'first',
+        Term(needed, 'each' if where == 'devices' else 'first',
              f'{_keeper(p)}\'s state of each of {num_clients:,} clients',
              f'use fewer clients, or fewer runs per chunk ({n("runs_per_chunk")})'))
   if r > 1:  # A sweep's chunk: fewer runs side by side need less of all that the runs hold.

@@ -234,10 +234,18 @@ class Simulation:
       self.traces += 1
       return train_cohort(*args)
 
-    self._round = jax.jit(round_fn).lower(self.initial_server, self.hp,
-                                          placement.shape_of(cohort_shape, layout.replicated),
-                                          states_shape, client_shapes, self.population_weight,
-                                          self._round_keys).compile()
+    cohort_placed = placement.shape_of(cohort_shape, layout.replicated)
+    if self.client_states and self.client_states.in_round:  # The store goes in, donated.
+      self._round = jax.jit(self.client_states.around(round_fn),
+                            donate_argnums=3).lower(self.initial_server, self.hp, cohort_placed,
+                                                    self.client_states.store_shape(),
+                                                    cohort_placed.clients, client_shapes,
+                                                    self.population_weight,
+                                                    self._round_keys).compile()
+    else:
+      self._round = jax.jit(round_fn).lower(self.initial_server, self.hp, cohort_placed,
+                                            states_shape, client_shapes, self.population_weight,
+                                            self._round_keys).compile()
     eval_shapes = placement.shape_of(placement.eval_sets(data), layout.eval_device)
     self._eval_sample = (ClientSample(data, p.eval_clients, p.eval_seed)
                          if 0 < p.eval_clients < data.num_clients else None)
@@ -271,7 +279,9 @@ class Simulation:
   def _run_round(self, server: server_lib.ServerState, round_index: int, hp: dict | None):
     hp = hp or self.hp
     cohort = self.sample(round_index, hp)
-    states = self.client_states.gather(cohort.clients) if self.client_states else None
+    in_round = self.client_states and self.client_states.in_round
+    states = (self.client_states.gather(cohort.clients)
+              if self.client_states and not in_round else None)
     round_cohort, round_data = cohort, self.client_data
     if self._gather:
       clients = jax.device_put(placement.local_copy(cohort.clients), self.layout.eval_device)
@@ -281,9 +291,11 @@ class Simulation:
           lambda a: jax.make_array_from_process_local_data(self.layout.replicated, a, a.shape),
           jax.device_get(self._gather(clients, self.client_data)))
       round_cohort = cohort_rows.for_round(cohort, slots)
-    server, states, stats = self._round(server, hp, round_cohort, states, round_data,
-                                        self.population_weight,
-                                        self._stage_keys(jnp.int32(round_index), self._round_keys))
+    rest = (round_data, self.population_weight,
+            self._stage_keys(jnp.int32(round_index), self._round_keys))
+    if in_round:  # The program reads and writes the cohort's states itself.
+      return self.client_states.run(self._round, cohort.clients, server, hp, round_cohort, *rest)
+    server, states, stats = self._round(server, hp, round_cohort, states, *rest)
     if self.client_states:
       self.client_states.scatter(cohort.clients, states)
     return server, stats
