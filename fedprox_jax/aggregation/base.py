@@ -53,6 +53,9 @@ class Stage(NamedTuple):
   init_client_state: Callable | None = None
   # hp key -> the float a config value is given to the program as (default: float(value)).
   encode: dict = {}
+  # Its client side skips work with lax.cond where a run does not ask for it: the lanes then run
+  # it unbatched where they can (one lane), since vmapped a cond computes both branches.
+  skips_work: bool = False
 
 
 def tree_norm(tree) -> jax.Array:

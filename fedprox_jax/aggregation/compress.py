@@ -67,4 +67,5 @@ STAGE = base.Stage(name='compress',
                    active=lambda values: on(values, feedback=False),
                    client=client,
                    server=server,
-                   encode=ENCODE)
+                   encode=ENCODE,
+                   skips_work=True)

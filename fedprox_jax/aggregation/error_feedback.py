@@ -39,4 +39,5 @@ STAGE = base.Stage(name='error_feedback',
                    client=client,
                    server=compress.server,
                    init_client_state=init_client_state,
-                   encode=compress.ENCODE)
+                   encode=compress.ENCODE,
+                   skips_work=True)

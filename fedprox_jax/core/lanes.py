@@ -7,8 +7,9 @@ lane asks the algorithm for the client's upload, passes it through the client si
 aggregation stages (clipping), adds q_i * upload to its own sums for the job's run (masked where
 q_i = 0, so a client left out can never inject a NaN) and the stages' extras to their sums, and
 keeps the client's new persistent state, if the algorithm has one. Nothing crosses lanes until the
-caller sums them. A program of one lane (each CPU device's) uploads unbatched, so that the stages'
-lax.conds skip the work a run does not ask for (top-k's search where it keeps everything).
+caller sums them. In a program of one lane (each CPU device's), stages that skip work by lax.cond
+(compression's) run unbatched, so that the conds skip it (top-k's search where a run keeps every
+coordinate).
 """
 from typing import NamedTuple
 
@@ -55,6 +56,13 @@ def _upload_and_extras(algorithm: Algorithm, stages, result: ClientResult, runs:
   update."""
   hp = take(runs.hp, run)
   upload, new_state = algorithm.upload(result, take(runs.state, run), client_state, hp)
+  return _sent(algorithm, stages, upload, new_state, runs, run, client_state, key)
+
+
+def _sent(algorithm: Algorithm, stages, upload, new_state, runs: RunInputs, run, client_state, key):
+  """The algorithm's upload and new client state through the stages' client sides: (upload as
+  sent, new client state, stage extras)."""
+  hp = take(runs.hp, run)
   keeps = aggregation.keeps_client_state(stages)
   upload, extras, stage_states = aggregation.client(stages, upload, take(runs.aggregation, run), hp,
                                                     key, new_state['stages'] if keeps else None)
@@ -127,15 +135,22 @@ def run_lanes(algorithm: Algorithm,
     opt_state = _select(active, new_opt, opt_state)
     return params, opt_state, job, active & (s == jobs.steps[job] - 1)
 
-  def finish(params, job, end, sums, states_out):
-    """A job's last step (`end`): the client uploads, into this lane's sums for its run, and its
-    new state is kept."""
+  def uploaded(params, job):
+    """A job's upload and new client state as the algorithm makes them."""
     run = jobs.run[job]
     anchor, hp = take(runs.params, run), take(runs.hp, run)
     delta = jax.tree.map(jnp.subtract, params, anchor)
-    upload, new_state, extras = _upload_and_extras(
-        algorithm, stages, _result(delta, params, jobs.steps[job], hp, take(before, job)), runs,
-        run, take(client_states, job), job_keys[job])
+    return algorithm.upload(_result(delta, params, jobs.steps[job], hp, take(before, job)),
+                            take(runs.state, run), take(client_states, job), hp)
+
+  def sent(upload, new_state, job):
+    return _sent(algorithm, stages, upload, new_state, runs, jobs.run[job],
+                 take(client_states, job), job_keys[job])
+
+  def written(upload, new_state, extras, job, end, sums, states_out):
+    """A job's last step (`end`): what the client sent goes into this lane's sums for its run,
+    and its new state is kept."""
+    run = jobs.run[job]
     w = jnp.where(end, jobs.weight[job], 0.0)
     sums = (_add(sums[0], run, w, upload), _add(sums[1], run, (w > 0).astype(jnp.float32), extras))
     if states_out is not None:
@@ -144,14 +159,19 @@ def run_lanes(algorithm: Algorithm,
     return sums, states_out
 
   all_lanes_step = jax.vmap(lane_step, in_axes=(None, 0, 0, 0, 0))
-  if lane_jobs.shape[0] == 1:
-    # One lane (a CPU device's share): its uploads run unbatched, so that a stage's lax.cond
-    # skips the work its run does not ask for (vmapped, a cond computes both branches).
+  if lane_jobs.shape[0] == 1 and any(s.skips_work for s in stages):
+    # One lane (a CPU device's share): the stages run unbatched, so that their lax.conds skip
+    # the work a run does not ask for (vmapped, a cond computes both branches and selects).
     unbatched = lambda tree: jax.tree.map(lambda a: a[0], tree)
-    batched = lambda tree: jax.tree.map(lambda a: a[None], tree)
-    all_lanes_finish = lambda *args: batched(finish(*unbatched(args)))
+    batched = lambda tree: jax.tree.map(lambda a: jnp.asarray(a)[None], tree)
+    all_lanes_sent = lambda *args: batched(sent(*unbatched(args)))
   else:
-    all_lanes_finish = jax.vmap(finish)
+    all_lanes_sent = jax.vmap(sent)
+
+  def all_lanes_finish(params, job, end, sums, states_out):
+    upload, new_state = jax.vmap(uploaded)(params, job)
+    upload, new_state, extras = all_lanes_sent(upload, new_state, job)
+    return jax.vmap(written)(upload, new_state, extras, job, end, sums, states_out)
 
   def body(carry):
     t, params, opt_state, sums, states_out = carry
